@@ -1,0 +1,1 @@
+// Anchors the precompiled torch header (server/models/torch_pch.h); see CMakeLists.txt.
