@@ -1,0 +1,42 @@
+#include "server/models/cpu_threads.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <thread>
+
+#include <ATen/Parallel.h>
+
+namespace clipserve {
+
+int AvailableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options) {
+  CpuThreadReport report;
+  report.intra_op_threads = options.intra_op_threads > 0 ? options.intra_op_threads : 1;
+  at::set_num_threads(report.intra_op_threads);
+
+  // OpenBLAS is reached through libblas.so.3 (Debian alternatives), so its extensions are looked up at run time.
+  using SetThreads = void (*)(int);
+  using GetThreads = int (*)();
+  using GetConfig = char* (*)();
+  auto set_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto get_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  auto get_config = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  const int blas = options.blas_threads > 0 ? options.blas_threads : AvailableCores();
+  if (set_threads != nullptr) set_threads(blas);
+  report.blas_threads = get_threads != nullptr ? get_threads() : -1;
+  report.blas = get_config != nullptr ? std::string("OpenBLAS ") + get_config()
+                                      : std::string("unknown (not OpenBLAS; netlib's reference BLAS is ~30x slower)");
+  return report;
+}
+
+}  // namespace clipserve

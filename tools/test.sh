@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: installs the Debian packages, builds, runs every test (unit, parity, tools).
+# Parity tests read the reference fixtures from $CLIPSERVE_FIXTURES (default ../shared/fixtures/reference-a);
+# when that directory is missing they are skipped with a message, unless CLIPSERVE_FIXTURES_REQUIRED=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install-deps.sh
+bash tools/build.sh
+ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)"
