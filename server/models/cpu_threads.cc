@@ -21,7 +21,7 @@ int AvailableCores() {
 
 CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options) {
   CpuThreadReport report;
-  report.intra_op_threads = options.intra_op_threads > 0 ? options.intra_op_threads : 1;
+  report.intra_op_threads = options.intra_op_threads > 0 ? options.intra_op_threads : AvailableCores();
   at::set_num_threads(report.intra_op_threads);
 
   // OpenBLAS is reached through libblas.so.3 (Debian alternatives), so its extensions are looked up at run time.
@@ -31,7 +31,7 @@ CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options) {
   auto set_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   auto get_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   auto get_config = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
-  const int blas = options.blas_threads > 0 ? options.blas_threads : AvailableCores();
+  const int blas = options.blas_threads > 0 ? options.blas_threads : 1;
   if (set_threads != nullptr) set_threads(blas);
   report.blas_threads = get_threads != nullptr ? get_threads() : -1;
   report.blas = get_config != nullptr ? std::string("OpenBLAS ") + get_config()

@@ -1,11 +1,11 @@
 // CPU thread configuration for model execution: torch's intra-op pool and the BLAS library's own threads.
 //
-// Debian's libtorch hands every GEMM to libblas.so.3 (OpenBLAS once tools/install-deps.sh has run), and OpenBLAS
-// parallelises each GEMM with its own pthreads. Torch's intra-op pool parallelises the element-wise ops
-// around them. Both pools busy-wait on the same cores, so running both wide oversubscribes the machine
-// (measured: OpenMP 2 threads on top of OpenBLAS made ViT-B/32 batch-1 inference 3x slower on 2 cores).
-// clipserve's policy (docs/threading.md): GEMMs are where the time goes, so BLAS gets the cores and torch's
-// intra-op pool gets one thread per worker. Call once at start-up, before any model runs.
+// Debian's libtorch hands every GEMM to libblas.so.3 (OpenBLAS once tools/install-deps.sh has run), which can
+// parallelise each GEMM with its own pthreads, while torch's intra-op pool (OpenMP) parallelises everything
+// else. Two pools busy-waiting on the same cores oversubscribe them (measured: OpenMP 2 threads on top of
+// OpenBLAS made ViT-B/32 batch-1 inference 3x slower on 2 cores). clipserve's policy (docs/threading.md): ONE
+// pool. Torch's intra-op pool gets the cores, BLAS runs single-threaded, and Linear() (linear.h) splits each
+// inference GEMM across the pool itself. Call once at start-up, before any model runs.
 #pragma once
 
 #include <string>
@@ -13,9 +13,11 @@
 namespace clipserve {
 
 struct CpuThreadOptions {
-  // Threads for torch's intra-op pool (element-wise ops, layer norms, softmax). 0 = 1.
+  // Threads for torch's intra-op pool (element-wise ops and, through Linear(), inference GEMMs).
+  // 0 = the number of cores available to the process.
   int intra_op_threads = 0;
-  // Threads for BLAS GEMMs. 0 = the number of cores available to the process.
+  // Threads BLAS may use inside one GEMM. 0 = 1. Training, whose GEMMs run under autograd and are not split
+  // by Linear(), does better with intra_op_threads = 1 and blas_threads = cores.
   int blas_threads = 0;
 };
 

@@ -11,11 +11,14 @@
 #include "absl/strings/match.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
+#include "server/models/attention.h"
+#include "server/models/linear.h"
 #include "server/models/tensor_io.h"
-#include "server/models/torch_compat.h"
 
 namespace clipserve::clip {
 namespace {
+
+constexpr double kQuickGeluScale = 1.702;
 
 // One pre-LayerNorm transformer block: x += attn(ln1(x)); x += fc2(act(fc1(ln2(x)))). Activations are kept
 // as 2-D [B·L, D] so every projection is a single GEMM with the bias fused (addmm).
@@ -41,22 +44,21 @@ class Block : public torch::nn::Module {
   // x: [B·L, D] → [B·L, D].
   at::Tensor Forward(const at::Tensor& x, int64_t batch, int64_t len, bool causal) const {
     const bool inplace = !at::GradMode::is_enabled();
-    const int64_t hd = d_ / heads_;
     at::Tensor h = at::layer_norm(x, {d_}, ln1_w, ln1_b, eps_);
-    at::Tensor qkv = at::addmm(qkv_b, h, qkv_w.t()).view({batch, len, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
-    at::Tensor attn = torch_compat::ScaledDotProductAttention(qkv[0], qkv[1], qkv[2], causal);
-    attn = attn.transpose(1, 2).reshape({batch * len, d_});
-    at::Tensor y = at::addmm(out_b, attn, out_w.t());
+    at::Tensor attn = SelfAttention(Linear(h, qkv_w, qkv_b), batch, len, heads_, causal);
+    at::Tensor y = Linear(attn, out_w, out_b);
     at::Tensor r = inplace ? y.add_(x) : y + x;
     h = at::layer_norm(r, {d_}, ln2_w, ln2_b, eps_);
-    h = at::addmm(fc1_b, h, fc1_w.t());
     if (act_ == Activation::kQuickGelu) {
-      at::Tensor s = at::sigmoid(h * 1.702);
-      h = inplace ? h.mul_(s) : h * s;
+      // quick_gelu(h) = h·sigmoid(1.702h) = silu(1.702h) / 1.702: the two scalings ride on the GEMMs' alpha,
+      // leaving one fused element-wise pass.
+      h = Linear(h, fc1_w, fc1_b, kQuickGeluScale, kQuickGeluScale);
+      h = inplace ? at::silu_(h) : at::silu(h);
+      y = Linear(h, fc2_w, fc2_b, 1.0 / kQuickGeluScale);
     } else {
-      h = at::gelu(h);
+      h = at::gelu(Linear(h, fc1_w, fc1_b));
+      y = Linear(h, fc2_w, fc2_b);
     }
-    y = at::addmm(fc2_b, h, fc2_w.t());
     return inplace ? y.add_(r) : y + r;
   }
 
@@ -281,7 +283,7 @@ at::Tensor ClipModel::EncodeText(const at::Tensor& ids) const {
   x = text_->Forward(x, batch, len, /*causal=*/true);
   at::Tensor pooled = x.view({batch, len, d}).index({at::arange(batch, pos.options().dtype(at::kLong)), pos.to(at::kLong)});
   pooled = at::layer_norm(pooled, {d}, text_final_ln_w_, text_final_ln_b_, c.layer_norm_eps);
-  return at::mm(pooled, text_projection_.t()).to(at::kFloat);
+  return Linear(pooled, text_projection_, at::Tensor()).to(at::kFloat);
 }
 
 at::Tensor ClipModel::EncodeImage(const at::Tensor& pixels) const {
@@ -295,13 +297,13 @@ at::Tensor ClipModel::EncodeImage(const at::Tensor& pixels) const {
   at::Tensor x = pixels.to(device_, dtype_);
   // The patch convolution has stride = kernel: it is one GEMM over non-overlapping patches.
   x = x.view({batch, c.num_channels, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).reshape({batch * g * g, -1});
-  x = at::mm(x, patch_embedding_.view({d, -1}).t()).view({batch, g * g, d});
+  x = Linear(x, patch_embedding_.view({d, -1}), at::Tensor()).view({batch, g * g, d});
   x = at::cat({class_embedding_.view({1, 1, d}).expand({batch, 1, d}), x}, 1) + vision_position_embedding_;
   x = at::layer_norm(x.view({batch * tokens, d}), {d}, pre_ln_w_, pre_ln_b_, c.layer_norm_eps);
   x = vision_->Forward(x, batch, tokens, /*causal=*/false);
   at::Tensor pooled = x.view({batch, tokens, d}).select(1, 0);
   pooled = at::layer_norm(pooled, {d}, post_ln_w_, post_ln_b_, c.layer_norm_eps);
-  return at::mm(pooled, visual_projection_.t()).to(at::kFloat);
+  return Linear(pooled, visual_projection_, at::Tensor()).to(at::kFloat);
 }
 
 at::Tensor ClipModel::LogitsPerImage(const at::Tensor& image_features, const at::Tensor& text_features) const {

@@ -1,0 +1,95 @@
+#include "server/models/attention.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <ATen/Parallel.h>
+
+#include "server/models/torch_compat.h"
+
+namespace clipserve {
+namespace {
+
+// Fortran BLAS sgemm, resolved at run time: libtorch reaches it through libblas.so.3 on Debian (OpenBLAS);
+// builds whose BLAS is hidden inside libtorch (official MKL builds) do not export it and take the torch path.
+using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                         const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                         const float* beta, float* c, const int* ldc);
+
+SgemmFn Sgemm() {
+  static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
+  return fn;
+}
+
+// Row-wise softmax of a len × len row-major matrix, in place; with `causal`, entries j > i are masked.
+void SoftmaxRows(float* s, int len, bool causal) {
+  for (int i = 0; i < len; ++i) {
+    float* row = s + static_cast<ptrdiff_t>(i) * len;
+    const int n = causal ? i + 1 : len;
+    float max = row[0];
+    for (int j = 1; j < n; ++j) max = std::max(max, row[j]);
+    float sum = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      row[j] = std::exp(row[j] - max);
+      sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n; ++j) row[j] *= inv;
+    for (int j = n; j < len; ++j) row[j] = 0.0f;
+  }
+}
+
+// One (batch, head): out[L, hd] (row stride ldo) = softmax(scale · q kᵀ) v, where q, k, v are [L, hd] with row
+// stride ldqkv. Row-major matrices are handed to column-major BLAS as their transposes.
+void AttendOneHead(SgemmFn sgemm, const float* q, const float* k, const float* v, int ldqkv, float* out, int ldo,
+                   int len, int hd, float scale, bool causal, float* scores) {
+  const float zero = 0.0f, one = 1.0f;
+  // scoresᵀ (column-major) = kᶜᵀ · qᶜ, i.e. scores (row-major) = q · kᵀ.
+  sgemm("T", "N", &len, &len, &hd, &scale, k, &ldqkv, q, &ldqkv, &zero, scores, &len);
+  SoftmaxRows(scores, len, causal);
+  // outᵀ (column-major) = vᶜ · scoresᶜ, i.e. out (row-major) = scores · v.
+  sgemm("N", "N", &hd, &len, &len, &one, v, &ldqkv, scores, &len, &zero, out, &ldo);
+}
+
+at::Tensor TorchAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal) {
+  const int64_t d = qkv.size(1) / 3, hd = d / heads;
+  at::Tensor t = qkv.view({batch, len, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+  at::Tensor out = torch_compat::ScaledDotProductAttention(t[0], t[1], t[2], causal);
+  return out.transpose(1, 2).reshape({batch * len, d});
+}
+
+}  // namespace
+
+at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal) {
+  const SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr || at::GradMode::is_enabled() || !qkv.is_cpu() || qkv.scalar_type() != at::kFloat ||
+      !qkv.is_contiguous()) {
+    return TorchAttention(qkv, batch, len, heads, causal);
+  }
+  const int64_t d = qkv.size(1) / 3, hd = d / heads;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  at::Tensor out = at::empty({batch * len, d}, qkv.options());
+  const float* in = qkv.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const int ld_in = static_cast<int>(3 * d), ld_out = static_cast<int>(d);
+  // Raw pointers only from here on: the pool threads touch no tensors, so no autograd or inference-mode state
+  // is involved.
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scores;
+    scores.resize(static_cast<size_t>(len * len));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / heads, h = task % heads;
+      const float* rows = in + b * len * ld_in;
+      AttendOneHead(sgemm, rows + h * hd, rows + d + h * hd, rows + 2 * d + h * hd, ld_in,
+                    dst + b * len * ld_out + h * hd, ld_out, static_cast<int>(len), static_cast<int>(hd), scale,
+                    causal, scores.data());
+    }
+  });
+  return out;
+}
+
+}  // namespace clipserve

@@ -1,0 +1,20 @@
+// y = alpha · x · Wᵀ + beta · b, the projection every transformer block is made of, done the fastest way the
+// current thread configuration allows.
+//
+// On CPU without autograd, with torch's intra-op pool wider than one thread, the output columns are split
+// across the pool and each part is one single-threaded BLAS call writing in place into its slice of the
+// result. clipserve runs BLAS single-threaded and lets torch's pool own the cores (see cpu_threads.h): then
+// the GEMMs and the element-wise ops around them share one set of threads and never oversubscribe, and small
+// GEMMs (batch-1 ViT: 50 rows) run close to two single-core GEMMs in parallel instead of OpenBLAS's own, much
+// less efficient, split. Elsewhere (CUDA, autograd) it is a plain addmm.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace clipserve {
+
+// x [M, K], weight [N, K], bias [N] (may be undefined) → [M, N].
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double alpha = 1.0,
+                  double beta = 1.0);
+
+}  // namespace clipserve
