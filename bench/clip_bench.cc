@@ -2,13 +2,18 @@
 // sgemm measured in the same run so the towers can be reported as a fraction of the machine's GEMM rate.
 //
 //   build/bin/clipserve_bench --benchmark_filter='Sgemm|ClipImage|ClipText'
+//
+// The tower FLOP/s are compared with the best of the BM_Sgemm1024 variants (docs/benchmarks.md).
 #include <benchmark/benchmark.h>
+
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
 #include "server/models/clip/clip_model.h"
 #include "server/models/cpu_threads.h"
+#include "server/models/linear.h"
 
 namespace clipserve::clip {
 namespace {
@@ -41,18 +46,55 @@ const ClipModel& Model() {
   return **model;
 }
 
+// The machine's 1024² sgemm rate, the yardstick for the towers. Two ways, both reported; the better one is the
+// baseline: OpenBLAS threading one GEMM over every core itself (its best case for a large square GEMM), and
+// clipserve's Linear() splitting it over torch's pool with single-threaded BLAS (what the towers run).
 void BM_Sgemm1024(benchmark::State& state) {
-  Model();  // same thread configuration as the towers
+  Model();
+  const bool blas_threads = state.range(0) == 0;
+  if (blas_threads) ConfigureCpuThreads({.intra_op_threads = 1, .blas_threads = AvailableCores()});
   const at::Tensor a = at::randn({1024, 1024}), b = at::randn({1024, 1024});
+  c10::InferenceMode guard;
   at::Tensor c = at::empty({1024, 1024});
   for (auto _ : state) {
-    at::mm_out(c, a, b);
+    if (blas_threads) {
+      at::mm_out(c, a, b.t());
+    } else {
+      c = Linear(a, b, at::Tensor());
+    }
     benchmark::DoNotOptimize(c.data_ptr());
   }
+  if (blas_threads) ConfigureCpuThreads({});
+  state.SetLabel(blas_threads ? "OpenBLAS threads" : "Linear() over torch's pool");
   state.counters["GFLOP/s"] =
       benchmark::Counter(2.0 * 1024 * 1024 * 1024 * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_Sgemm1024)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_Sgemm1024)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// Only the GEMMs of the ViT-B/32 image tower (12 blocks × qkv, out, fc1, fc2 with distinct weights, so they
+// stream from memory as in the tower), at the tower's row counts: the ceiling the whole tower can reach.
+void BM_ClipImageTowerGemmsOnly(benchmark::State& state) {
+  Model();
+  const int64_t rows = state.range(0) * 50, d = 768, inner = 3072;
+  struct Weights {
+    at::Tensor w, b;
+  };
+  std::vector<Weights> weights;
+  for (int layer = 0; layer < 12; ++layer) {
+    weights.push_back({at::randn({3 * d, d}), at::randn({3 * d})});
+    weights.push_back({at::randn({d, d}), at::randn({d})});
+    weights.push_back({at::randn({inner, d}), at::randn({inner})});
+    weights.push_back({at::randn({d, inner}), at::randn({d})});
+  }
+  const at::Tensor x_d = at::randn({rows, d}), x_inner = at::randn({rows, inner});
+  c10::InferenceMode guard;
+  for (auto _ : state) {
+    for (const auto& [w, b] : weights) benchmark::DoNotOptimize(Linear(w.size(1) == d ? x_d : x_inner, w, b).data_ptr());
+  }
+  const double flops = 12.0 * 2 * rows * (3 * d * d + d * d + 2 * d * inner);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ClipImageTowerGemmsOnly)->Arg(1)->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
 void BM_ClipImageTower(benchmark::State& state) {
   const ClipModel& model = Model();

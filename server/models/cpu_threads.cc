@@ -1,8 +1,10 @@
 #include "server/models/cpu_threads.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -36,6 +38,11 @@ CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options) {
   report.blas_threads = get_threads != nullptr ? get_threads() : -1;
   report.blas = get_config != nullptr ? std::string("OpenBLAS ") + get_config()
                                       : std::string("unknown (not OpenBLAS; netlib's reference BLAS is ~30x slower)");
+  if (options.malloc_mmap_threshold_bytes > 0) {
+    const auto threshold = static_cast<int>(std::min<size_t>(options.malloc_mmap_threshold_bytes, size_t{1} << 30));
+    mallopt(M_MMAP_THRESHOLD, threshold);
+    mallopt(M_TRIM_THRESHOLD, 2 * threshold);
+  }
   return report;
 }
 
