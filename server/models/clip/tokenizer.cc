@@ -43,6 +43,8 @@ constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 constexpr size_t kMaxTextBytes = size_t{1} << 28;
 // Longer words are encoded without the cache (they are rare, and would crowd it out).
 constexpr size_t kMaxCachedWordBytes = 256;
+// Words shorter than this skip the cache (see AppendWordIds).
+constexpr size_t kMinCachedWordBytes = 16;
 constexpr int32_t kNoRank = std::numeric_limits<int32_t>::max();
 
 // ------------------------------------------------------------------------------------------------------------
@@ -979,7 +981,12 @@ absl::Status Tokenizer::AppendWordIds(std::string_view word, std::vector<int32_t
       return absl::OkStatus();
     }
   }
-  if (cache_ == nullptr || word.size() > kMaxCachedWordBytes) return BytePairEncode(word, ids);
+  // Short words are merged directly: their BPE costs no more than a cache probe, and skipping the shared cache
+  // keeps threads from contending on its shard locks (measured: warm-cache captions on 2 threads 0.56M/s with
+  // every word cached, vs 4.6M/s uncached).
+  if (cache_ == nullptr || word.size() < kMinCachedWordBytes || word.size() > kMaxCachedWordBytes) {
+    return BytePairEncode(word, ids);
+  }
   const size_t hash = WordCache::Hash(word);
   if (cache_->Lookup(word, hash, ids)) return absl::OkStatus();
   const size_t start = ids->size();

@@ -30,7 +30,8 @@ struct TokenizerOptions {
   std::filesystem::path merges_path;
   // Tokens per padded sequence, SOT and EOT included (text_config.max_position_embeddings; 77 for every CLIP).
   int context_length = 77;
-  // Words whose BPE result is kept in the cache (0: no cache). Words longer than 256 bytes are never cached.
+  // Words whose BPE result is kept in the cache (0: no cache). Only words of 16 to 256 bytes are cached:
+  // shorter ones cost no more to merge than to look up.
   size_t cache_capacity = 100000;
   // Words of at least this many bytes use the O(n log n) heap merge loop instead of the O(n^2) array loop.
   // Both give identical results (tests compare them); only tests change this.
