@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
 #include <ATen/Parallel.h>
@@ -21,7 +22,23 @@ int AvailableCores() {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
-CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options) {
+namespace {
+
+// A positive integer from the environment, else 0.
+int EnvThreads(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return 0;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return (end != v && *end == '\0' && n > 0 && n <= 1024) ? static_cast<int>(n) : 0;
+}
+
+}  // namespace
+
+CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& requested) {
+  CpuThreadOptions options = requested;
+  if (options.intra_op_threads <= 0) options.intra_op_threads = EnvThreads("CLIPSERVE_INTRA_OP_THREADS");
+  if (options.blas_threads <= 0) options.blas_threads = EnvThreads("CLIPSERVE_BLAS_THREADS");
   CpuThreadReport report;
   report.intra_op_threads = options.intra_op_threads > 0 ? options.intra_op_threads : AvailableCores();
   at::set_num_threads(report.intra_op_threads);

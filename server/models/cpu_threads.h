@@ -33,6 +33,8 @@ struct CpuThreadReport {
   std::string blas;       // "OpenBLAS 0.3.21 ..." or "unknown (reference BLAS?)"
 };
 
+// Fields left at 0 are taken from the environment variables CLIPSERVE_INTRA_OP_THREADS and
+// CLIPSERVE_BLAS_THREADS when set, else from the defaults above.
 CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options);
 
 // Cores this process may run on (sched_getaffinity; honours cgroup cpusets and taskset).
