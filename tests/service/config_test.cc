@@ -1,0 +1,117 @@
+#include "server/service/config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include <google/protobuf/text_format.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace clipserve::service {
+namespace {
+
+namespace fs = std::filesystem;
+using ::clipserve::testing::IsOk;
+using ::clipserve::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// A directory that looks like a model (config.json present) for path validation.
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) / "config_test";
+    fs::create_directories(dir_ / "m1");
+    fs::create_directories(dir_ / "m2");
+    std::ofstream(dir_ / "m1" / "config.json") << "{}";
+    std::ofstream(dir_ / "m2" / "config.json") << "{}";
+  }
+  absl::StatusOr<ServerConfig> Parse(const std::string& text) { return ParseServerConfig(text, "test.textproto", dir_); }
+  fs::path dir_;
+};
+
+TEST_F(ConfigTest, FillsDefaults) {
+  auto c = Parse(R"(models { name: "a" path: "m1" })");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->grpc_port(), 8500u);
+  EXPECT_EQ(c->http_port(), 8501u);
+  EXPECT_EQ(c->listen_address(), "0.0.0.0");
+  const ModelConfig& m = c->models(0);
+  EXPECT_TRUE(m.default_());
+  EXPECT_EQ(m.path(), (dir_ / "m1").string());
+  EXPECT_EQ(m.device(), "cpu");
+  EXPECT_EQ(m.dtype(), "float32");
+  EXPECT_EQ(m.instances(), 1u);
+  EXPECT_EQ(m.text_cache_entries(), 10000u);
+  EXPECT_EQ(m.text_lane().max_batch_size(), 32u);
+  EXPECT_EQ(m.text_lane().max_queue_delay_us(), 2000u);
+  EXPECT_EQ(m.image_lane().max_queue_size(), 1024u);
+  EXPECT_EQ(c->limits().max_items_per_request(), 256u);
+  EXPECT_EQ(c->logging().format(), "text");
+}
+
+TEST_F(ConfigTest, PortZeroAndDelayZeroAreKept) {
+  auto c = Parse(R"(grpc_port: 0 http_port: 0 models { name: "a" path: "m1" text_lane { max_queue_delay_us: 0 } })");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->grpc_port(), 0u);
+  EXPECT_EQ(c->http_port(), 0u);
+  EXPECT_EQ(c->models(0).text_lane().max_queue_delay_us(), 0u);
+}
+
+TEST_F(ConfigTest, SyntaxErrorNamesTheLine) {
+  EXPECT_THAT(Parse("models {\n name: \"a\"\n bogus_field: 3 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr("test.textproto"), HasSubstr("line 3"),
+                                                                 HasSubstr("bogus_field"))));
+}
+
+TEST_F(ConfigTest, InvalidValuesNameTheField) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "models: at least one model"},
+      {R"(models { name: "a b" path: "m1" })", "models[0].name"},
+      {R"(models { name: "a" })", "models[0].path: is required"},
+      {R"(models { name: "a" path: "nope" })", "is not a model directory"},
+      {R"(models { name: "a" path: "m1" } models { name: "a" path: "m2" })", "models[1].name: 'a' is used"},
+      {R"(models { name: "a" path: "m1" device: "tpu" })", "models[0].device"},
+      {R"(models { name: "a" path: "m1" dtype: "int8" })", "models[0].dtype"},
+      {R"(models { name: "a" path: "m1" text_lane { max_batch_size: 5000 } })", "models[0].text_lane.max_batch_size"},
+      {R"(models { name: "a" path: "m1" image_lane { max_batch_size: 8 preferred_batch_sizes: [4, 16] } })",
+       "models[0].image_lane.preferred_batch_sizes"},
+      {R"(models { name: "a" path: "m1" text_lane { max_batch_size: 64 max_queue_size: 10 } })",
+       "models[0].text_lane.max_queue_size"},
+      {R"(models { name: "a" path: "m1" text_lane { priority_levels: 2 default_priority: 3 } })",
+       "models[0].text_lane.default_priority"},
+      {R"(models { name: "a" path: "m1" default: true } models { name: "b" path: "m2" default: true })",
+       "more than one model"},
+      {R"(grpc_port: 70000 models { name: "a" path: "m1" })", "grpc_port"},
+      {R"(logging { format: "xml" } models { name: "a" path: "m1" })", "logging.format"},
+      {R"(limits { max_image_bytes: 100 max_message_bytes: 10 } models { name: "a" path: "m1" })",
+       "limits.max_image_bytes"},
+  };
+  for (const auto& [text, message] : cases) {
+    EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << text;
+  }
+}
+
+TEST_F(ConfigTest, ModelFlagAddsAModel) {
+  ServerConfig c;
+  ASSERT_THAT(AddModelFromFlag("extra=" + (dir_ / "m2").string(), &c), IsOk());
+  ASSERT_THAT(FinalizeServerConfig(&c, dir_), IsOk());
+  EXPECT_EQ(c.models(0).name(), "extra");
+  EXPECT_THAT(AddModelFromFlag("noequals", &c), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NAME=DIR")));
+  EXPECT_THAT(AddModelFromFlag("=dir", &c), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NAME=DIR")));
+}
+
+TEST_F(ConfigTest, ShippedConfigsParse) {
+  for (const auto& entry : fs::directory_iterator(fs::path(CLIPSERVE_SOURCE_DIR) / "configs")) {
+    if (entry.path().extension() != ".textproto") continue;
+    // Models named in shipped configs may be absent on this machine; only syntax and field names are checked.
+    std::ifstream in(entry.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ServerConfig c;
+    EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &c)) << entry.path();
+  }
+}
+
+}  // namespace
+}  // namespace clipserve::service
