@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # toolchain
-  cmake ninja-build g++ pkg-config git ca-certificates
+  cmake ninja-build g++ pkg-config git ca-certificates curl
   # model code
   libtorch-dev
   # Debian's libtorch links libblas.so.3; without this it resolves to netlib's reference BLAS (~30x slower).
@@ -15,8 +15,8 @@ packages=(
   # serving
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev libcivetweb-dev
-  # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # tests and benchmarks (prometheus: /usr/bin/promtool, which lints the /metrics exposition in tests)
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # tools/convert_taming_vqgan.py and its test (Debian's python3, not a pyenv one)
   python3 python3-torch python3-numpy
 )

@@ -31,7 +31,8 @@ absl::Status SaveTensors(const std::filesystem::path& path, const std::vector<st
                          const std::map<std::string, std::string>& metadata = {});
 
 // Catches torch's c10::Error (and std::exception) from `fn` and turns it into an INTERNAL status (or the
-// given code) carrying `context`. Model code calls torch through this at its public boundary.
+// given code) carrying `context`; c10::OutOfMemoryError becomes RESOURCE_EXHAUSTED. Model code calls torch
+// through this at its public boundary.
 template <typename Fn>
 absl::Status CatchTorchErrors(std::string_view context, Fn&& fn, absl::StatusCode code = absl::StatusCode::kInternal);
 

@@ -14,6 +14,9 @@ template <typename Fn>
 absl::Status CatchTorchErrors(std::string_view context, Fn&& fn, absl::StatusCode code) {
   try {
     return fn();
+  } catch (const c10::OutOfMemoryError& e) {
+    // Device or host memory ran out for this call; the process lives on and later calls may fit.
+    return absl::ResourceExhaustedError(absl::StrCat(std::string(context), ": out of memory: ", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
     return absl::Status(code, absl::StrCat(std::string(context), ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {

@@ -163,15 +163,20 @@ absl::Status FinalizeServerConfig(ServerConfig* config, const fs::path& base_dir
   return absl::OkStatus();
 }
 
-absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text, const std::string& origin,
-                                               const fs::path& base_dir) {
-  ServerConfig config;
+absl::Status ParseConfigText(const std::string& text, const std::string& origin, ServerConfig* config) {
   google::protobuf::TextFormat::Parser parser;
   ErrorCollector errors;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &config)) {
+  if (!parser.ParseFromString(text, config)) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": ", errors.first()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text, const std::string& origin,
+                                               const fs::path& base_dir) {
+  ServerConfig config;
+  CLIPSERVE_RETURN_IF_ERROR(ParseConfigText(text, origin, &config));
   absl::Status s = FinalizeServerConfig(&config, base_dir);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", s.message()));
   return config;

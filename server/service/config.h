@@ -21,6 +21,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text, const st
 // Reads and parses a config file.
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::filesystem::path& path);
 
+// Parses text-format `text` into `config` without defaults or validation (so that flags can still add to it);
+// INVALID_ARGUMENT with the line and column of a syntax error.
+absl::Status ParseConfigText(const std::string& text, const std::string& origin, ServerConfig* config);
+
 // Adds a model from a `--model=NAME=DIR` flag (before validation); INVALID_ARGUMENT on a malformed flag.
 absl::Status AddModelFromFlag(const std::string& flag, ServerConfig* config);
 

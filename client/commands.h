@@ -1,0 +1,58 @@
+// clipctl's verbs against a server (embed, classify, rank, similarity, tokenize, models, health, bench) and the
+// dispatcher that runs a command line: parse, run, print the answer as a table or as JSON, print errors, and
+// choose the exit code (0 success, 1 failure — an error status, or health not SERVING — 2 usage error).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/args.h"
+#include "client/clip_client.h"
+
+namespace clipserve::client {
+
+// What a verb gets besides its flags: the global options, the output stream and (on first use) a client.
+// Not thread-safe; one per command.
+class Context {
+ public:
+  Context(std::string target, absl::Duration timeout, bool json, std::ostream& out)
+      : target_(std::move(target)), timeout_(timeout), json_(json), out_(out) {}
+
+  const std::string& target() const { return target_; }
+  absl::Duration timeout() const { return timeout_; }
+  bool json() const { return json_; }
+  std::ostream& out() { return out_; }
+  // The client for --target, created on first use.
+  absl::StatusOr<ClipClient*> client();
+
+ private:
+  std::string target_;
+  absl::Duration timeout_;
+  bool json_;
+  std::ostream& out_;
+  std::unique_ptr<ClipClient> client_;
+};
+
+struct Verb {
+  VerbSpec spec;
+  // Runs the verb and prints its answer; returns the exit code, or an error that the dispatcher prints (a
+  // UsageError prints the verb's usage and exits 2).
+  std::function<absl::StatusOr<int>(const Args&, Context&)> run;
+};
+
+// The verbs that talk to a server.
+std::vector<Verb> RemoteVerbs();
+
+// Runs `argv` (without the program name) with `verbs`; returns the exit code.
+int RunClipctl(const std::vector<std::string>& argv, const std::vector<Verb>& verbs, std::ostream& out,
+               std::ostream& err);
+
+// Texts from --text (repeatable) and --texts_json=FILE (a JSON array of strings), in that order.
+absl::StatusOr<std::vector<std::string>> CollectTexts(const Args& args);
+
+}  // namespace clipserve::client
