@@ -167,6 +167,14 @@ class ClipRuntime::Impl {
     auto call = std::make_shared<CallState>(images.size(), bundle_->embedding_dim(), std::move(done));
     absl::StatusOr<int> priority = TaskPriority(options, options_.image_lane);
     if (!priority.ok()) return call->Fail(priority.status());
+    // Early admission: when the lane is already full, refuse before spending CPU on decoding (under overload
+    // that work would only slow down the calls that are served). Enqueue remains the authoritative check.
+    const int limit = options_.image_lane.batching.max_queue_size;
+    if (image_lane_->queue_depth() + static_cast<int>(images.size()) > limit) {
+      return call->Fail(absl::ResourceExhaustedError(
+          absl::StrCat("lane ", image_lane_->name(), " is full (", image_lane_->queue_depth(), " of ", limit,
+                       " rows queued); retry later")));
+    }
     // Decoding runs on the CPU pool, one image per closure; the last one to finish enqueues the call's rows.
     struct Pending {
       std::vector<std::unique_ptr<ImageRow>> rows;
