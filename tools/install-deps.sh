@@ -21,6 +21,9 @@ packages=(
   python3 python3-torch python3-numpy
 )
 
+# Node.js and npm (interop tests with a non-C++ gRPC stack): Debian's packages, unless a node is already there.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

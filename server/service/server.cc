@@ -182,6 +182,7 @@ class Server::Impl {
     spdlog::info("shut down");
   }
 
+  std::string CollectMetrics() const { return registry_.Collect(); }
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
 
@@ -231,6 +232,7 @@ Server::~Server() { impl_->Shutdown(); }
 absl::Status Server::Start() { return impl_->Start(); }
 absl::Status Server::LoadModels() { return impl_->LoadModels(); }
 void Server::Shutdown() { impl_->Shutdown(); }
+std::string Server::CollectMetrics() const { return impl_->CollectMetrics(); }
 int Server::grpc_port() const { return impl_->grpc_port(); }
 int Server::http_port() const { return impl_->http_port(); }
 

@@ -27,6 +27,9 @@ class Server {
   absl::Status LoadModels();
   void Shutdown();
 
+  // The Prometheus exposition of the server's metrics (what /metrics serves).
+  std::string CollectMetrics() const;
+
   // Bound ports (after Start).
   int grpc_port() const;
   int http_port() const;
