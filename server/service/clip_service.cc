@@ -10,6 +10,8 @@
 #include "absl/time/clock.h"
 #include "server/service/status.h"
 
+#include <spdlog/spdlog.h>
+
 namespace clipserve::service {
 namespace {
 
@@ -147,7 +149,7 @@ class ClipService::Call : public grpc::ServerUnaryReactor {
  public:
   Call(ClipService* service, grpc::CallbackServerContext* context, const char* method, bool admitted)
       : service_(service), context_(context), method_(method), admitted_(admitted), start_(absl::Now()),
-        cancellation_(std::make_shared<CancellationFlag>()) {}
+        id_(next_id_.fetch_add(1, std::memory_order_relaxed)), cancellation_(std::make_shared<CancellationFlag>()) {}
 
   void OnCancel() override { cancellation_->Cancel(); }
   void OnDone() override {
@@ -156,8 +158,23 @@ class ClipService::Call : public grpc::ServerUnaryReactor {
   }
 
   void set_model(std::string model) { model_ = std::move(model); }
+  // One log line per outcome: warn for server-side failures (INTERNAL and the like), debug for the rest (client
+  // errors and refusals would flood the log under load).
   void Answer(const absl::Status& status) {
-    service_->metrics_->RecordCall(model_.empty() ? "-" : model_, method_, status.code(), absl::Now() - start_);
+    const absl::Duration elapsed = absl::Now() - start_;
+    service_->metrics_->RecordCall(model_.empty() ? "-" : model_, method_, status.code(), elapsed);
+    const bool server_fault = status.code() == absl::StatusCode::kInternal ||
+                              status.code() == absl::StatusCode::kUnknown ||
+                              status.code() == absl::StatusCode::kDataLoss;
+    if (server_fault) {
+      spdlog::warn("request {} {} model={} peer={} failed after {:.1f} ms: {}: {}", id_, method_, model_,
+                   context_->peer(), absl::ToDoubleMilliseconds(elapsed), StatusCodeName(status.code()),
+                   std::string(status.message()));
+    } else if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("request {} {} model={} peer={} {} in {:.2f} ms{}{}", id_, method_, model_, context_->peer(),
+                    StatusCodeName(status.code()), absl::ToDoubleMilliseconds(elapsed), status.ok() ? "" : ": ",
+                    std::string(status.message()));
+    }
     Finish(ToGrpcStatus(status));
   }
   runtime::CallOptions Options(const v1::RequestOptions& options) const {
@@ -176,9 +193,13 @@ class ClipService::Call : public grpc::ServerUnaryReactor {
   const char* const method_;
   const bool admitted_;
   const absl::Time start_;
+  const uint64_t id_;  // in log lines, to tie a failure to its call
+  static std::atomic<uint64_t> next_id_;
   std::string model_;
   std::shared_ptr<CancellationFlag> cancellation_;
 };
+
+std::atomic<uint64_t> ClipService::Call::next_id_{1};
 
 ClipService::ClipService(const v1::config::Limits& limits, ServiceMetrics* metrics)
     : limits_(limits), metrics_(metrics) {}

@@ -7,6 +7,7 @@
 #include <google/protobuf/text_format.h>
 
 #include "absl/strings/ascii.h"
+#include "nlohmann/json.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -94,6 +95,14 @@ absl::Status FinalizeModel(const std::string& field, const fs::path& base_dir, M
   m->set_path(path.string());
   if (!fs::is_regular_file(path / "config.json")) {
     return Bad(field + ".path", absl::StrCat("'", path.string(), "' is not a model directory (no config.json)"));
+  }
+  // The directory's config.json tells the kind: a VQGAN (ours: `ddconfig`) or a CLIP (Hugging Face).
+  auto model_config = ReadJsonFile(path / "config.json");
+  if (!model_config.ok()) return Bad(field + ".path", std::string(model_config.status().message()));
+  if (model_config->is_object() && model_config->contains("ddconfig")) {
+    return Bad(field + ".path", absl::StrCat("'", path.string(),
+                                             "' is a VQGAN directory; this server version serves CLIP models only "
+                                             "(VQGAN models are used by generation, not built yet)"));
   }
   if (m->device().empty()) m->set_device("cpu");
   uint32_t index = 0;

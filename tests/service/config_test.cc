@@ -25,6 +25,8 @@ class ConfigTest : public ::testing::Test {
     fs::create_directories(dir_ / "m1");
     fs::create_directories(dir_ / "m2");
     std::ofstream(dir_ / "m1" / "config.json") << "{}";
+    fs::create_directories(dir_ / "vq");
+    std::ofstream(dir_ / "vq" / "config.json") << R"({"embed_dim": 8, "n_embed": 64, "ddconfig": {}})";
     std::ofstream(dir_ / "m2" / "config.json") << "{}";
   }
   absl::StatusOr<ServerConfig> Parse(const std::string& text) { return ParseServerConfig(text, "test.textproto", dir_); }
@@ -71,6 +73,7 @@ TEST_F(ConfigTest, InvalidValuesNameTheField) {
       {R"(models { name: "a b" path: "m1" })", "models[0].name"},
       {R"(models { name: "a" })", "models[0].path: is required"},
       {R"(models { name: "a" path: "nope" })", "is not a model directory"},
+      {R"(models { name: "a" path: "vq" })", "is a VQGAN directory"},
       {R"(models { name: "a" path: "m1" } models { name: "a" path: "m2" })", "models[1].name: 'a' is used"},
       {R"(models { name: "a" path: "m1" device: "tpu" })", "models[0].device"},
       {R"(models { name: "a" path: "m1" dtype: "int8" })", "models[0].dtype"},

@@ -1,6 +1,8 @@
 // Integration tests: a real server (fixture model) on ephemeral ports, called through a real gRPC channel.
 #include "server/service/server.h"
 
+#include <cstdlib>
+#include <fstream>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -215,6 +217,30 @@ TEST_F(ServerTest, MalformedRequestsGetClearErrorsAndTheServerStaysUp) {
   v1::EmbedTextRequest ok;
   ok.add_texts("still alive");
   EXPECT_TRUE(code([&](grpc::ClientContext* c) { return stub_->EmbedText(c, ok, &text_resp); }).ok());
+}
+
+TEST_F(ServerTest, MetricsPassPromtool) {
+  // Make every family have series, then lint the server's own exposition.
+  {
+    grpc::ClientContext ctx;
+    v1::ClassifyRequest req;
+    req.add_images()->set_encoded(Image("tiny_17x33.png"));
+    req.add_labels("a");
+    req.add_labels("b");
+    v1::ClassifyResponse resp;
+    ASSERT_TRUE(stub_->Classify(&ctx, req, &resp).ok());
+  }
+  const std::string text = server_->CollectMetrics();
+  for (const char* family : {"clipserve_requests_total", "clipserve_batch_size_bucket", "clipserve_queue_depth",
+                             "clipserve_text_cache_hits_total", "clipserve_model_info", "process_resident_memory_bytes"}) {
+    EXPECT_THAT(text, HasSubstr(family));
+  }
+  ASSERT_EQ(std::system("command -v promtool >/dev/null"), 0) << "promtool missing: install Debian's prometheus";
+  const std::string path = ::testing::TempDir() + "/server_metrics.txt";
+  std::ofstream(path) << text;
+  EXPECT_EQ(std::system(("promtool check metrics < " + path + " > " + path + ".out 2>&1").c_str()), 0)
+      << *ReadFileToString(path + ".out");
+  EXPECT_EQ(*ReadFileToString(path + ".out"), "");
 }
 
 TEST_F(ServerTest, ExpiredDeadlineIsDeadlineExceeded) {
