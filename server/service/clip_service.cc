@@ -68,14 +68,13 @@ void FillEmbeddings(const Embeddings& e, bool unnormalized, bool include_norm, b
   }
 }
 
-// Views into a request's images; INVALID_ARGUMENT names the bad one.
-absl::StatusOr<std::vector<runtime::ImageInput>> ImageInputs(
-    const google::protobuf::RepeatedPtrField<v1::Image>& images, const char* field,
-    const v1::config::Limits& limits) {
+// Views into a request's images (which outlive the call); INVALID_ARGUMENT names the bad one.
+absl::StatusOr<std::vector<runtime::ImageInput>> ImageInputs(const std::vector<const v1::Image*>& images,
+                                                             const char* field, const v1::config::Limits& limits) {
   std::vector<runtime::ImageInput> out;
   out.reserve(images.size());
-  for (int i = 0; i < images.size(); ++i) {
-    const v1::Image& img = images[i];
+  for (size_t i = 0; i < images.size(); ++i) {
+    const v1::Image& img = *images[i];
     runtime::ImageInput in;
     switch (img.source_case()) {
       case v1::Image::kEncoded:
@@ -133,6 +132,13 @@ class Join {
   int remaining_;
   Then then_;
 };
+
+std::vector<const v1::Image*> Pointers(const google::protobuf::RepeatedPtrField<v1::Image>& images) {
+  std::vector<const v1::Image*> out;
+  out.reserve(images.size());
+  for (const v1::Image& image : images) out.push_back(&image);
+  return out;
+}
 
 absl::Status FirstError(const std::vector<absl::StatusOr<Embeddings>>& results) {
   for (const auto& r : results) {
@@ -293,7 +299,7 @@ grpc::ServerUnaryReactor* ClipService::EmbedImage(grpc::CallbackServerContext* c
   Call* call = Admit(context, "EmbedImage", request->model(), &model);
   if (model == nullptr) return call;
   absl::Status s = CheckCount("images", request->images_size(), 1, limits_.max_items_per_request());
-  auto inputs = s.ok() ? ImageInputs(request->images(), "images", limits_) : s;
+  auto inputs = s.ok() ? ImageInputs(Pointers(request->images()), "images", limits_) : s;
   if (!inputs.ok()) {
     call->Answer(inputs.status());
     return call;
@@ -324,7 +330,7 @@ grpc::ServerUnaryReactor* ClipService::Classify(grpc::CallbackServerContext* con
                                                    "' must contain exactly one \"{}\" (e.g. \"a photo of a {}\")"));
     }
   }
-  auto inputs = s.ok() ? ImageInputs(request->images(), "images", limits_) : s;
+  auto inputs = s.ok() ? ImageInputs(Pointers(request->images()), "images", limits_) : s;
   if (!inputs.ok()) {
     call->Answer(inputs.status());
     return call;
@@ -391,19 +397,11 @@ grpc::ServerUnaryReactor* ClipService::Rank(grpc::CallbackServerContext* context
   absl::StatusOr<std::vector<runtime::ImageInput>> query_image = std::vector<runtime::ImageInput>{};
   absl::StatusOr<std::vector<runtime::ImageInput>> candidate_images = std::vector<runtime::ImageInput>{};
   if (s.ok() && request->query_case() == v1::RankRequest::kQueryImage) {
-    google::protobuf::RepeatedPtrField<v1::Image> one;
-    *one.Add() = request->query_image();
-    query_image = ImageInputs(one, "query_image", limits_);
-    // The views must point into the request, not into the local copy.
-    if (query_image.ok()) {
-      const v1::Image& q = request->query_image();
-      (*query_image)[0].encoded = q.encoded();
-      (*query_image)[0].rgb = q.raw().rgb();
-    }
+    query_image = ImageInputs({&request->query_image()}, "query_image", limits_);
     s = query_image.status();
   }
   if (s.ok() && images > 0) {
-    candidate_images = ImageInputs(request->candidate_images(), "candidate_images", limits_);
+    candidate_images = ImageInputs(Pointers(request->candidate_images()), "candidate_images", limits_);
     s = candidate_images.status();
   }
   if (!s.ok()) {
@@ -453,8 +451,7 @@ grpc::ServerUnaryReactor* ClipService::Similarity(grpc::CallbackServerContext* c
   if (s.ok()) s = CheckCount("columns", request->columns_size(), 1, limits_.max_items_per_request());
   // Every input goes to the text or the image call; `where` remembers (is_image, index in that call).
   std::vector<std::string> texts;
-  google::protobuf::RepeatedPtrField<v1::Image> images;
-  std::vector<const v1::Image*> image_sources;
+  std::vector<const v1::Image*> images;
   auto where = std::make_shared<std::vector<std::pair<bool, size_t>>>();
   for (int side = 0; s.ok() && side < 2; ++side) {
     const auto& inputs = side == 0 ? request->rows() : request->columns();
@@ -464,9 +461,8 @@ grpc::ServerUnaryReactor* ClipService::Similarity(grpc::CallbackServerContext* c
         where->push_back({false, texts.size()});
         texts.push_back(in.text());
       } else if (in.kind_case() == v1::Input::kImage) {
-        where->push_back({true, image_sources.size()});
-        image_sources.push_back(&in.image());
-        *images.Add() = in.image();
+        where->push_back({true, images.size()});
+        images.push_back(&in.image());
       } else {
         s = absl::InvalidArgumentError(absl::StrCat(side == 0 ? "rows[" : "columns[", i, "] is neither text nor image"));
         break;
@@ -477,10 +473,6 @@ grpc::ServerUnaryReactor* ClipService::Similarity(grpc::CallbackServerContext* c
   if (!image_inputs.ok()) {
     call->Answer(image_inputs.status());
     return call;
-  }
-  for (size_t i = 0; i < image_sources.size(); ++i) {  // point the views into the request itself
-    (*image_inputs)[i].encoded = image_sources[i]->encoded();
-    (*image_inputs)[i].rgb = image_sources[i]->raw().rgb();
   }
   response->set_model(model->description().name);
   response->set_logit_scale(model->description().logit_scale);
