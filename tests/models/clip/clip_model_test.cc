@@ -45,7 +45,7 @@ class ClipParityTest : public ::testing::Test {
 TEST_F(ClipParityTest, TextEmbedsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor ours = model_->EncodeText(Expected("input_ids"));
-  EXPECT_LE(RelativeError(ours, Expected("text_embeds")), 1e-4);
+  CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(ours, Expected("text_embeds"), 1e-4);
 }
 
 TEST_F(ClipParityTest, TextEmbedsDoNotDependOnBatchCompanions) {
@@ -62,14 +62,14 @@ TEST_F(ClipParityTest, TextEmbedsDoNotDependOnBatchCompanions) {
 TEST_F(ClipParityTest, ImageEmbedsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor ours = model_->EncodeImage(Expected("pixel_values"));
-  EXPECT_LE(RelativeError(ours, Expected("image_embeds")), 1e-4);
+  CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(ours, Expected("image_embeds"), 1e-4);
 }
 
 TEST_F(ClipParityTest, LogitsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor logits =
       model_->LogitsPerImage(model_->EncodeImage(Expected("pixel_values")), model_->EncodeText(Expected("input_ids")));
-  EXPECT_LE(RelativeError(logits, Expected("logits_per_image")), 1e-4);
+  CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(logits, Expected("logits_per_image"), 1e-4);
 }
 
 TEST_F(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
@@ -80,7 +80,7 @@ TEST_F(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
   EXPECT_LE(RelativeError(cos.reshape({1}), Expected("cos_image0_text0").reshape({1})), 1e-4);
   cos.backward();
   ASSERT_TRUE(pixels.grad().defined());
-  EXPECT_LE(RelativeError(pixels.grad(), Expected("grad_pixel_cos_image0_text0")), 1e-3);
+  CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(pixels.grad(), Expected("grad_pixel_cos_image0_text0"), 1e-3);
 }
 
 TEST_F(ClipParityTest, BFloat16WeightsStayClose) {
