@@ -178,6 +178,9 @@ class Server::Impl {
     }
     if (grpc_server_ != nullptr) grpc_server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
     workers_.clear();  // stops the schedulers and joins the workers
+    // Runs what is still queued for decoding (calls left over after the drain deadline: their rows are refused
+    // by the stopped lanes) and joins the pool, before the runtimes its closures point to are destroyed.
+    cpu_pool_.reset();
     if (http_ != nullptr) http_->Stop();
     spdlog::info("shut down");
   }
