@@ -1,0 +1,67 @@
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+#include "tests/testing/status_matchers.h"
+#include "tools/eval/shapes_eval.h"
+
+namespace clipserve::shapes_eval {
+namespace {
+
+namespace fs = std::filesystem;
+using ::clipserve::testing::FixtureDir;
+using ::clipserve::testing::IsOk;
+using ::clipserve::testing::StatusIs;
+
+// The fixture models (random weights) stand in for the shipped ones: the metrics must be well-formed and, for a
+// model that knows nothing, near chance.
+class ShapesEvalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CLIPSERVE_REQUIRE_FIXTURES();
+    dir_ = fs::path(::testing::TempDir()) / "eval_models";
+    fs::create_directories(dir_);
+    for (const char* m : {"clip", "vqgan"}) {
+      fs::remove(dir_ / m);
+      fs::create_directory_symlink(FixtureDir() / m, dir_ / m);
+    }
+  }
+  fs::path dir_;
+};
+
+TEST_F(ShapesEvalTest, ReportsEveryMetric) {
+  auto r = Evaluate({.models = dir_, .seed = 1'000'000, .count = 80});
+  ASSERT_THAT(r, IsOk());
+  ASSERT_TRUE(r->zero_shot && r->retrieval && r->vqgan);
+  for (double v : {r->zero_shot->colour, r->zero_shot->shape, r->zero_shot->both, r->retrieval->recall_at_1,
+                   r->retrieval->recall_at_5, r->vqgan->codebook_used}) {
+    EXPECT_GE(v, 0.0);
+    EXPECT_LE(v, 1.0);
+  }
+  EXPECT_LE(r->zero_shot->both, std::min(r->zero_shot->colour, r->zero_shot->shape));
+  EXPECT_LE(r->retrieval->recall_at_1, r->retrieval->recall_at_5);
+  EXPECT_LT(r->zero_shot->both, 0.2);  // random weights know nothing
+  const nlohmann::json j = r->ToJson();
+  for (const char* key : {"zero_shot", "retrieval", "vqgan"}) EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_TRUE(j["zero_shot"].contains("both"));
+  EXPECT_TRUE(j["vqgan"].contains("psnr_db"));
+}
+
+TEST_F(ShapesEvalTest, IsDeterministic) {
+  auto a = Evaluate({.models = dir_, .seed = 1'000'123, .count = 40});
+  auto b = Evaluate({.models = dir_, .seed = 1'000'123, .count = 40});
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(a->ToJson().dump(), b->ToJson().dump());
+}
+
+TEST_F(ShapesEvalTest, RefusesTrainingSeedsAndMissingModels) {
+  EXPECT_THAT(Evaluate({.models = dir_, .seed = 5, .count = 10}),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  EXPECT_THAT(Evaluate({.models = "/nonexistent", .seed = 1'000'000, .count = 10}),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+}
+
+}  // namespace
+}  // namespace clipserve::shapes_eval

@@ -1,0 +1,204 @@
+#include "tools/eval/shapes_eval.h"
+
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/models/clip/clip_bundle.h"
+#include "server/models/tensor_io.h"
+#include "server/models/vqgan/vqgan.h"
+#include "tools/shapes/world.h"
+
+namespace clipserve::shapes_eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The server's preprocessing of one rendered RGB image, written into `out` (3·S·S floats).
+absl::Status PreprocessInto(const cv::Mat& rgb, const clip::PreprocessConfig& config, float* out) {
+  ImageView view;
+  view.pixels = absl::MakeConstSpan(rgb.data, rgb.total() * rgb.elemSize());
+  view.width = rgb.cols;
+  view.height = rgb.rows;
+  view.channels = 3;
+  return clip::Preprocess(view, config, absl::MakeSpan(out, clip::PreprocessedSize(config)));
+}
+
+// Unit image embeddings of `images`, in batches.
+absl::StatusOr<at::Tensor> EmbedImages(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
+                                       int batch_size) {
+  const auto& pre = bundle.preprocess;
+  std::vector<at::Tensor> parts;
+  for (size_t start = 0; start < images.size(); start += batch_size) {
+    const size_t n = std::min(images.size() - start, static_cast<size_t>(batch_size));
+    at::Tensor pixels = at::empty({static_cast<int64_t>(n), 3, pre.crop_height, pre.crop_width});
+    for (size_t i = 0; i < n; ++i) {
+      CLIPSERVE_RETURN_IF_ERROR(PreprocessInto(images[start + i], pre, pixels[i].data_ptr<float>()));
+    }
+    parts.push_back(bundle.model->EncodeImage(pixels));
+  }
+  at::Tensor all = at::cat(parts);
+  return all / all.norm(2, -1, true);
+}
+
+// Unit text embeddings of `texts`.
+absl::StatusOr<at::Tensor> EmbedTexts(const clip::ClipBundle& bundle, const std::vector<std::string>& texts) {
+  const int ctx = bundle.context_length();
+  at::Tensor ids = at::zeros({static_cast<int64_t>(texts.size()), ctx}, at::kLong);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    CLIPSERVE_RETURN_IF_ERROR(bundle.tokenizer->EncodePadded(
+        texts[i], clip::Truncation::kTruncate, {ids[i].data_ptr<int64_t>(), static_cast<size_t>(ctx)}, nullptr));
+  }
+  at::Tensor t = bundle.model->EncodeText(ids);
+  return t / t.norm(2, -1, true);
+}
+
+absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
+                                                   std::unique_ptr<shapes::SceneSampler>* holder) {
+  shapes::SceneSamplerOptions o;
+  o.split = shapes::Split::kEval;
+  o.seed = seed;
+  o.render.image_size = image_size;
+  CLIPSERVE_ASSIGN_OR_RETURN(*holder, shapes::SceneSampler::Create(o));
+  return holder->get();
+}
+
+absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
+  CLIPSERVE_ASSIGN_OR_RETURN(auto bundle, clip::ClipBundle::Load({.dir = options.models / "clip"}));
+  std::unique_ptr<shapes::SceneSampler> holder;
+  CLIPSERVE_ASSIGN_OR_RETURN(shapes::SceneSampler * sampler,
+                             MakeSampler(options.seed, bundle->image_size(), &holder));
+  return CatchTorchErrors("evaluating the CLIP", [&]() -> absl::Status {
+    c10::InferenceMode guard;
+    // Zero-shot: one prompt per (colour, shape) pair, the normal prompt path; colour and shape accuracy are
+    // the marginals of the joint prediction.
+    std::vector<std::pair<shapes::Colour, shapes::Shape>> pairs;
+    std::vector<std::string> prompts;
+    for (shapes::Colour c : sampler->colours()) {
+      for (shapes::Shape s : sampler->shapes()) {
+        pairs.emplace_back(c, s);
+        prompts.push_back(shapes::ZeroShotPrompt(c, s));
+      }
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(*bundle, prompts));
+    std::vector<cv::Mat> images;
+    std::vector<shapes::Scene> scenes;
+    for (int i = 0; i < options.count; ++i) {
+      shapes::Example e = sampler->Sample(static_cast<uint64_t>(i));
+      images.push_back(e.image);
+      scenes.push_back(e.scene);
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(*bundle, images, options.batch_size));
+    const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
+    ZeroShot z;
+    for (int i = 0; i < options.count; ++i) {
+      const auto& [c, s] = pairs[predicted[i].item<int64_t>()];
+      z.colour += c == scenes[i].colour;
+      z.shape += s == scenes[i].shape;
+      z.both += c == scenes[i].colour && s == scenes[i].shape;
+    }
+    z.colour /= options.count;
+    z.shape /= options.count;
+    z.both /= options.count;
+    result->zero_shot = z;
+
+    // Retrieval: each image's own caption against the 40 images of its group, whose (colour, shape) pairs all
+    // differ; a hit when the caption's image ranks first (top 5).
+    constexpr int kGroup = 40;
+    const int groups = std::max(1, options.count / kGroup);
+    Retrieval r;
+    int queries = 0;
+    for (int g = 0; g < groups; ++g) {
+      CLIPSERVE_ASSIGN_OR_RETURN(std::vector<shapes::Example> group, sampler->DistinctPairs(g, kGroup));
+      std::vector<cv::Mat> group_images;
+      std::vector<std::string> captions;
+      for (auto& e : group) {
+        group_images.push_back(e.image);
+        captions.push_back(e.caption);
+      }
+      CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gi, EmbedImages(*bundle, group_images, options.batch_size));
+      CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gt, EmbedTexts(*bundle, captions));
+      const at::Tensor scores = at::mm(gt, gi.t());  // [captions, images]
+      for (int q = 0; q < kGroup; ++q) {
+        const float own = scores[q][q].item<float>();
+        const int64_t better = (scores[q] > own).sum().item<int64_t>();
+        r.recall_at_1 += better < 1;
+        r.recall_at_5 += better < 5;
+        ++queries;
+      }
+    }
+    r.recall_at_1 /= queries;
+    r.recall_at_5 /= queries;
+    result->retrieval = r;
+    return absl::OkStatus();
+  });
+}
+
+absl::Status EvaluateVqgan(const EvalOptions& options, EvalResult* result) {
+  vqgan::VqganModel::Options o;
+  o.model_dir = options.models / "vqgan";
+  CLIPSERVE_ASSIGN_OR_RETURN(auto model, vqgan::VqganModel::Load(o));
+  const int size = static_cast<int>(model->config().ddconfig.resolution);
+  std::unique_ptr<shapes::SceneSampler> holder;
+  CLIPSERVE_ASSIGN_OR_RETURN(shapes::SceneSampler * sampler, MakeSampler(options.seed, size, &holder));
+  double mse_db_sum = 0;
+  std::set<int64_t> used;
+  for (int start = 0; start < options.count; start += options.batch_size) {
+    const int n = std::min(options.count - start, options.batch_size);
+    at::Tensor x = at::empty({n, 3, size, size});
+    for (int i = 0; i < n; ++i) {
+      const cv::Mat img = sampler->Sample(static_cast<uint64_t>(start + i)).image;
+      at::Tensor hwc = at::from_blob(img.data, {size, size, 3}, at::kByte).to(at::kFloat);
+      x[i].copy_(hwc.permute({2, 0, 1}).div(127.5).sub(1.0));
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(auto encoded, model->Encode(x, vqgan::GradMode::kInferenceMode));
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor y, model->Decode(encoded.z_q, vqgan::GradMode::kInferenceMode));
+    // PSNR per image on [0, 1] pixels, averaged in dB.
+    const at::Tensor mse = ((y.clamp(-1, 1) - x) / 2).pow(2).mean({1, 2, 3});
+    mse_db_sum += (-10.0 * at::log10(mse.clamp_min(1e-10))).sum().item<double>();
+    const at::Tensor idx = encoded.indices.flatten().to(at::kLong).contiguous();
+    const int64_t* p = idx.data_ptr<int64_t>();
+    used.insert(p, p + idx.numel());
+  }
+  result->vqgan = Reconstruction{mse_db_sum / options.count,
+                                 static_cast<double>(used.size()) / static_cast<double>(model->config().n_embed)};
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+nlohmann::json EvalResult::ToJson() const {
+  nlohmann::json j;
+  j["zero_shot"] = zero_shot ? nlohmann::json{{"colour", zero_shot->colour}, {"shape", zero_shot->shape},
+                                              {"both", zero_shot->both}}
+                             : nlohmann::json(nullptr);
+  j["retrieval"] = retrieval ? nlohmann::json{{"recall_at_1", retrieval->recall_at_1},
+                                              {"recall_at_5", retrieval->recall_at_5}}
+                             : nlohmann::json(nullptr);
+  j["vqgan"] = vqgan ? nlohmann::json{{"psnr_db", vqgan->psnr_db}, {"codebook_used", vqgan->codebook_used}}
+                     : nlohmann::json(nullptr);
+  return j;
+}
+
+absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
+  if (options.count < 1 || options.batch_size < 1) {
+    return absl::InvalidArgumentError("count and batch_size must be positive");
+  }
+  CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kEval, options.seed));
+  const bool has_clip = fs::exists(options.models / "clip" / "config.json");
+  const bool has_vqgan = fs::exists(options.models / "vqgan" / "config.json");
+  if (!has_clip && !has_vqgan) {
+    return absl::NotFoundError(absl::StrCat(options.models.string(), " holds neither clip/ nor vqgan/"));
+  }
+  EvalResult result;
+  if (has_clip) CLIPSERVE_RETURN_IF_ERROR(EvaluateClip(options, &result));
+  if (has_vqgan) CLIPSERVE_RETURN_IF_ERROR(EvaluateVqgan(options, &result));
+  return result;
+}
+
+}  // namespace clipserve::shapes_eval

@@ -1,0 +1,44 @@
+// Evaluation of the shipped shapes-world models on fresh held-out scenes (evaluation seeds only), through
+// the same code paths the server uses: ClipBundle (tokenizer + model + preprocessing) and VqganModel.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace clipserve::shapes_eval {
+
+struct EvalOptions {
+  // A directory with clip/ and/or vqgan/ (models/shapes-world).
+  std::filesystem::path models;
+  // An evaluation seed (≥ shapes::kFirstEvalSeed).
+  uint64_t seed = 1'000'000;
+  // Held-out images for zero-shot classification and reconstruction; retrieval uses count/40 groups of 40.
+  int count = 1000;
+  int batch_size = 50;
+};
+
+struct ZeroShot {
+  double colour = 0, shape = 0, both = 0;
+};
+struct Retrieval {
+  double recall_at_1 = 0, recall_at_5 = 0;
+};
+struct Reconstruction {
+  double psnr_db = 0;
+  double codebook_used = 0;  // fraction of codebook entries used by the encoded images
+};
+
+struct EvalResult {
+  std::optional<ZeroShot> zero_shot;    // absent without clip/
+  std::optional<Retrieval> retrieval;   // absent without clip/
+  std::optional<Reconstruction> vqgan;  // absent without vqgan/
+  // {"zero_shot": {...}, "retrieval": {...}, "vqgan": {...}} with null for what is absent.
+  nlohmann::json ToJson() const;
+};
+
+absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options);
+
+}  // namespace clipserve::shapes_eval
