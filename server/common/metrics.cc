@@ -377,26 +377,26 @@ absl::StatusOr<HistogramFamily*> Registry::AddHistogram(absl::string_view name, 
   return out;
 }
 
-absl::StatusOr<CallbackFamily*> Registry::AddCallbackGauge(absl::string_view name, absl::string_view help,
-                                                           std::vector<std::string> label_names) {
+absl::StatusOr<CallbackFamily*> Registry::AddCallbackFamily(absl::string_view name, absl::string_view help,
+                                                            std::vector<std::string> label_names, Kind kind) {
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reserve(name, Kind::kGauge, label_names); !s.ok()) return s;
+  if (absl::Status s = Reserve(name, kind, label_names); !s.ok()) return s;
+  const absl::string_view type = kind == Kind::kCounter ? kTypeCounter : kTypeGauge;
   auto family = std::unique_ptr<CallbackFamily>(
-      new CallbackFamily(std::string(name), std::string(help), std::string(kTypeGauge), std::move(label_names)));
+      new CallbackFamily(std::string(name), std::string(help), std::string(type), std::move(label_names)));
   CallbackFamily* out = family.get();
   families_.emplace(std::string(name), std::move(family));
   return out;
 }
 
+absl::StatusOr<CallbackFamily*> Registry::AddCallbackGauge(absl::string_view name, absl::string_view help,
+                                                           std::vector<std::string> label_names) {
+  return AddCallbackFamily(name, help, std::move(label_names), Kind::kGauge);
+}
+
 absl::StatusOr<CallbackFamily*> Registry::AddCallbackCounter(absl::string_view name, absl::string_view help,
                                                              std::vector<std::string> label_names) {
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = Reserve(name, Kind::kCounter, label_names); !s.ok()) return s;
-  auto family = std::unique_ptr<CallbackFamily>(
-      new CallbackFamily(std::string(name), std::string(help), std::string(kTypeCounter), std::move(label_names)));
-  CallbackFamily* out = family.get();
-  families_.emplace(std::string(name), std::move(family));
-  return out;
+  return AddCallbackFamily(name, help, std::move(label_names), Kind::kCounter);
 }
 
 std::string Registry::Collect() const {

@@ -254,6 +254,8 @@ class Registry {
 
  private:
   enum class Kind { kCounter, kGauge, kHistogram };
+  absl::StatusOr<CallbackFamily*> AddCallbackFamily(absl::string_view name, absl::string_view help,
+                                                    std::vector<std::string> label_names, Kind kind);
   // Validates the names and reserves the family's series names.
   absl::Status Reserve(absl::string_view name, Kind kind, const std::vector<std::string>& label_names)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
