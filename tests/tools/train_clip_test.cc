@@ -1,0 +1,178 @@
+#include "tools/train/clip_trainer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "nlohmann/json.hpp"
+#include "server/models/clip/clip_bundle.h"
+#include "server/models/cpu_threads.h"
+
+namespace clipserve::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+ClipTrainerOptions TinyOptions(const fs::path& dir) {
+  ClipTrainerOptions o;
+  o.out_dir = dir;
+  o.minutes = 5;
+  o.max_steps = 20;
+  o.vision_width = 32;
+  o.vision_layers = 1;
+  o.vision_heads = 2;
+  o.patch_size = 16;
+  o.text_width = 32;
+  o.text_layers = 1;
+  o.text_heads = 2;
+  o.projection_dim = 32;
+  o.bpe_vocab_size = 600;
+  o.bpe_corpus_scenes = 50;
+  o.batch_size = 32;
+  o.lr = 3e-3;
+  o.warmup_steps = 2;
+  o.eval_every = 10;
+  o.eval_count = 32;
+  o.verbose = false;
+  return o;
+}
+
+fs::path TempDir(const std::string& name) {
+  fs::path dir = fs::temp_directory_path() / ("train_clip_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+std::vector<nlohmann::json> ReadCurve(const fs::path& dir) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(dir / "learning_curve.jsonl");
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+double Mean(const std::vector<double>& v, size_t from, size_t to) {
+  return std::accumulate(v.begin() + from, v.begin() + to, 0.0) / static_cast<double>(to - from);
+}
+
+class TrainClipTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { ConfigureCpuThreads({.intra_op_threads = 1, .blas_threads = AvailableCores()}); }
+};
+
+TEST_F(TrainClipTest, SoftTargetsForHandMadeBatch) {
+  // Labels: a, b, a, c, a  → rows of the a's have 1/3 on every a; b and c only themselves.
+  at::Tensor t = SoftTargets({7, 3, 7, 11, 7});
+  ASSERT_EQ(t.sizes(), (at::IntArrayRef{5, 5}));
+  const float third = 1.0f / 3.0f;
+  const std::vector<std::vector<float>> want = {{third, 0, third, 0, third},
+                                                {0, 1, 0, 0, 0},
+                                                {third, 0, third, 0, third},
+                                                {0, 0, 0, 1, 0},
+                                                {third, 0, third, 0, third}};
+  for (int i = 0; i < 5; ++i) {
+    for (int j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(t[i][j].item<float>(), want[i][j]) << i << "," << j;
+  }
+  // Perfect logits give a lower loss than uniform ones; uniform logits give log(B) minus the positives' share.
+  at::Tensor perfect = 50.0 * (SoftTargets({7, 3, 7, 11, 7}) > 0).to(at::kFloat);
+  at::Tensor uniform = at::zeros({5, 5});
+  EXPECT_LT(ContrastiveLoss(perfect, t).item<double>(), ContrastiveLoss(uniform, t).item<double>());
+  EXPECT_NEAR(ContrastiveLoss(uniform, t).item<double>(), std::log(5.0), 1e-5);
+  EXPECT_NEAR(ContrastiveLoss(perfect, t).item<double>(), (3 * std::log(3.0)) / 5, 1e-4);
+}
+
+TEST_F(TrainClipTest, LabelsAreDistinctPerPair) {
+  EXPECT_EQ(LabelOf(shapes::Colour::kRed, shapes::Shape::kCircle), 0);
+  EXPECT_NE(LabelOf(shapes::Colour::kOrange, shapes::Shape::kCircle),
+            LabelOf(shapes::Colour::kRed, shapes::Shape::kArrow));
+}
+
+TEST_F(TrainClipTest, AugmentationWithoutAugmentEqualsPreprocess) {
+  auto sampler = shapes::SceneSampler::Create({.split = shapes::Split::kEval, .seed = shapes::kFirstEvalSeed});
+  ASSERT_TRUE(sampler.ok());
+  shapes::Example e = (*sampler)->Sample(3);
+  clip::PreprocessConfig pre;
+  pre.resize_shortest_edge = pre.crop_height = pre.crop_width = 64;
+  std::vector<float> ours(3 * 64 * 64), theirs(3 * 64 * 64), augmented(3 * 64 * 64);
+  shapes::Rng rng(1);
+  AugmentAndNormalize(e.image, pre, /*augment=*/false, rng, ours.data());
+  ImageView view{.pixels = absl::MakeConstSpan(e.image.data, e.image.total() * 3), .width = 64,
+                       .height = 64, .channels = 3};
+  ASSERT_TRUE(clip::Preprocess(view, pre, absl::MakeSpan(theirs)).ok());
+  for (size_t i = 0; i < ours.size(); ++i) ASSERT_NEAR(ours[i], theirs[i], 1e-5) << i;
+  AugmentAndNormalize(e.image, pre, /*augment=*/true, rng, augmented.data());
+  EXPECT_NE(augmented, ours);
+}
+
+TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {
+  const fs::path dir = TempDir("run");
+  ClipTrainerOptions o = TinyOptions(dir);
+  auto first = TrainClip(o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->steps, 20);
+  ASSERT_EQ(first->losses.size(), 20u);
+  EXPECT_LT(Mean(first->losses, 15, 20), Mean(first->losses, 0, 5));
+  for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt", "preprocessor_config.json",
+                        "train_state.pt", "learning_curve.jsonl"}) {
+    EXPECT_TRUE(fs::exists(dir / f)) << f;
+  }
+  // Evaluations at steps 10, 20 and the final one.
+  std::vector<nlohmann::json> curve = ReadCurve(dir);
+  ASSERT_GE(curve.size(), 2u);
+  for (const auto& row : curve) {
+    for (const char* key : {"minutes", "step", "loss", "colour", "shape", "both"}) EXPECT_TRUE(row.contains(key));
+  }
+
+  // The server's loader takes the directory as it is.
+  auto bundle = clip::ClipBundle::Load({.dir = dir});
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  const clip::ClipConfig& config = (*bundle)->model->config();
+  EXPECT_EQ(config.text.vocab_size, static_cast<int>((*bundle)->tokenizer->vocab_size()));
+  EXPECT_EQ(config.text.eos_token_id, (*bundle)->tokenizer->eot_id());
+  EXPECT_FALSE(config.legacy_eos_pooling());
+  EXPECT_EQ((*bundle)->image_size(), 64);
+  EXPECT_EQ((*bundle)->preprocess.crop_height, 64);
+  EXPECT_EQ((*bundle)->preprocess.resize_shortest_edge, 64);
+  const int l = (*bundle)->context_length();
+  EXPECT_LE(l, 77);
+  EXPECT_EQ(l, config.text.max_position_embeddings);
+  for (shapes::Colour colour : shapes::kShapeColours) {
+    for (shapes::Shape shape : shapes::kShapes) {
+      std::vector<int64_t> ids(l);
+      const std::string prompt = shapes::ZeroShotPrompt(colour, shape);
+      ASSERT_TRUE((*bundle)->tokenizer->EncodePadded(prompt, clip::Truncation::kReject, absl::MakeSpan(ids), nullptr)
+                      .ok())
+          << prompt;
+      auto encoded = (*bundle)->tokenizer->Encode(prompt);
+      ASSERT_TRUE(encoded.ok());
+      EXPECT_EQ((*bundle)->tokenizer->Decode(*encoded), prompt + " ");
+    }
+  }
+  {
+    at::NoGradGuard no_grad;
+    at::Tensor f = (*bundle)->model->EncodeImage(at::zeros({2, 3, 64, 64}));
+    EXPECT_EQ(f.sizes(), (at::IntArrayRef{2, 32}));
+  }
+
+  // Resume: continues from step 20 to 30 with the optimizer state; the curve is appended to.
+  o.resume = true;
+  o.max_steps = 30;
+  auto second = TrainClip(o);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->start_step, 20);
+  EXPECT_EQ(second->steps, 30);
+  EXPECT_EQ(second->losses.size(), 10u);
+  EXPECT_GT(ReadCurve(dir).size(), curve.size());
+  EXPECT_EQ(ReadCurve(dir).back()["step"], 30);
+  // Resumed losses continue from where training was, not from a fresh model's.
+  EXPECT_LT(Mean(second->losses, 0, 10), Mean(first->losses, 0, 5));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace clipserve::train

@@ -1,0 +1,479 @@
+#include "tools/train/clip_trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <opencv2/imgproc.hpp>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "server/common/file_util.h"
+#include "server/common/status_macros.h"
+#include "server/models/clip/clip_model.h"
+#include "server/models/clip/tokenizer.h"
+#include "tools/bpe/bpe_trainer.h"
+
+namespace clipserve::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kNumShapes = static_cast<int>(shapes::kShapes.size());
+
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// A Gaussian draw from the world's Rng (Box-Muller).
+double Gaussian(shapes::Rng& rng) {
+  const double u1 = std::max(rng.Uniform01(), 1e-12);
+  const double u2 = rng.Uniform01();
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+}
+
+absl::Status WritePreprocessorConfig(const fs::path& dir, int image_size, const clip::PreprocessConfig& pre) {
+  nlohmann::json j;
+  j["image_processor_type"] = "CLIPImageProcessor";
+  j["do_resize"] = true;
+  j["size"] = {{"shortest_edge", image_size}};
+  j["resample"] = 3;
+  j["do_center_crop"] = true;
+  j["crop_size"] = {{"height", image_size}, {"width", image_size}};
+  j["do_rescale"] = true;
+  j["rescale_factor"] = 1.0 / 255.0;
+  j["do_normalize"] = true;
+  j["image_mean"] = {pre.mean[0], pre.mean[1], pre.mean[2]};
+  j["image_std"] = {pre.std[0], pre.std[1], pre.std[2]};
+  j["do_convert_rgb"] = true;
+  return WriteFileAtomically(dir / "preprocessor_config.json", j.dump(2) + "\n");
+}
+
+// Trains the BPE on world captions and writes it; returns the context length to use.
+absl::StatusOr<int> BuildTokenizer(const ClipTrainerOptions& o) {
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, shapes::SceneSampler::Create({.split = shapes::Split::kTrain,
+                                                                         .seed = o.seed}));
+  CLIPSERVE_ASSIGN_OR_RETURN(auto bpe, bpe::BpeTrainer::Create({.vocab_size = o.bpe_vocab_size}));
+  std::vector<std::string> corpus;
+  for (int i = 0; i < o.bpe_corpus_scenes; ++i) {
+    for (std::string& c : shapes::AllCaptions(sampler->SceneAt(static_cast<uint64_t>(i)))) {
+      corpus.push_back(std::move(c));
+    }
+  }
+  for (shapes::Colour colour : shapes::kShapeColours) {
+    for (shapes::Shape shape : shapes::kShapes) corpus.push_back(shapes::ZeroShotPrompt(colour, shape));
+  }
+  for (const std::string& text : corpus) CLIPSERVE_RETURN_IF_ERROR(bpe->AddText(text));
+  CLIPSERVE_ASSIGN_OR_RETURN(bpe::BpeVocabulary vocab, bpe->Train());
+  CLIPSERVE_RETURN_IF_ERROR(bpe::WriteBpeVocabulary(vocab, o.out_dir));
+  CLIPSERVE_ASSIGN_OR_RETURN(auto tok, clip::Tokenizer::Create({.vocab_path = o.out_dir / "vocab.json",
+                                                                .merges_path = o.out_dir / "merges.txt"}));
+  size_t longest = 0;
+  for (const std::string& text : corpus) {
+    CLIPSERVE_ASSIGN_OR_RETURN(clip::TokenizedText t, tok->Tokenize(text));
+    longest = std::max(longest, t.ids.size());
+  }
+  if (o.verbose) {
+    std::fprintf(stderr, "tokenizer: %zu tokens (%zu merges) from %zu captions; longest caption %zu tokens\n",
+                 vocab.tokens.size(), vocab.merges.size(), corpus.size(), longest);
+  }
+  return static_cast<int>(longest) + o.context_margin;
+}
+
+struct Batch {
+  at::Tensor pixels;  // [B, 3, S, S]
+  at::Tensor ids;     // [B, L]
+  std::vector<int> labels;
+};
+
+absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const clip::Tokenizer& tok,
+                                     const clip::PreprocessConfig& pre, const ClipTrainerOptions& o, int64_t step) {
+  const int b = o.batch_size;
+  const int s = o.image_size;
+  const int l = tok.context_length();
+  Batch batch;
+  batch.pixels = at::empty({b, 3, s, s}, at::kFloat);
+  batch.ids = at::zeros({b, l}, at::kLong);
+  batch.labels.resize(b);
+  float* px = batch.pixels.data_ptr<float>();
+  int64_t* ids = batch.ids.data_ptr<int64_t>();
+  for (int i = 0; i < b; ++i) {
+    const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
+    shapes::Example e = sampler.Sample(index);
+    batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
+    shapes::Rng rng = shapes::Rng::For(o.seed, index, /*stream=*/0x61756721);
+    AugmentAndNormalize(e.image, pre, o.augment, rng, px + static_cast<size_t>(i) * 3 * s * s);
+    CLIPSERVE_RETURN_IF_ERROR(
+        tok.EncodePadded(e.caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
+  }
+  return batch;
+}
+
+// Held-out images (normalised by clip::Preprocess itself) and the 80 zero-shot prompts.
+struct EvalSet {
+  at::Tensor pixels;
+  std::vector<int> labels;
+  at::Tensor prompt_ids;  // [colours * shapes, L], row = LabelOf
+};
+
+absl::StatusOr<EvalSet> MakeEvalSet(const ClipTrainerOptions& o, const clip::Tokenizer& tok,
+                                    const clip::PreprocessConfig& pre) {
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler,
+                             shapes::SceneSampler::Create({.split = shapes::Split::kEval, .seed = o.eval_seed,
+                                                           .render = {.image_size = o.image_size}}));
+  EvalSet set;
+  const int n = o.eval_count;
+  const size_t per = clip::PreprocessedSize(pre);
+  set.pixels = at::empty({n, 3, pre.crop_height, pre.crop_width}, at::kFloat);
+  float* px = set.pixels.data_ptr<float>();
+  for (int i = 0; i < n; ++i) {
+    shapes::Example e = sampler->Sample(static_cast<uint64_t>(i));
+    set.labels.push_back(LabelOf(e.scene.colour, e.scene.shape));
+    ImageView view{.pixels = absl::MakeConstSpan(e.image.data, e.image.total() * 3),
+                         .width = e.image.cols, .height = e.image.rows, .channels = 3};
+    CLIPSERVE_RETURN_IF_ERROR(clip::Preprocess(view, pre, absl::MakeSpan(px + i * per, per)));
+  }
+  const int l = tok.context_length();
+  const int np = static_cast<int>(shapes::kShapeColours.size()) * kNumShapes;
+  set.prompt_ids = at::zeros({np, l}, at::kLong);
+  int64_t* ids = set.prompt_ids.data_ptr<int64_t>();
+  for (shapes::Colour colour : shapes::kShapeColours) {
+    for (shapes::Shape shape : shapes::kShapes) {
+      const int row = LabelOf(colour, shape);
+      CLIPSERVE_RETURN_IF_ERROR(tok.EncodePadded(shapes::ZeroShotPrompt(colour, shape), clip::Truncation::kReject,
+                                                 absl::MakeSpan(ids + row * l, l), nullptr));
+    }
+  }
+  return set;
+}
+
+EvalResult Evaluate(const clip::ClipModel& model, const EvalSet& set) {
+  at::NoGradGuard no_grad;
+  at::Tensor text = model.EncodeText(set.prompt_ids);
+  text = text / text.norm(2, -1, true);
+  EvalResult r;
+  const int64_t n = set.pixels.size(0);
+  int colour_ok = 0, shape_ok = 0, both_ok = 0;
+  for (int64_t start = 0; start < n; start += 128) {
+    const int64_t end = std::min(n, start + 128);
+    at::Tensor img = model.EncodeImage(set.pixels.slice(0, start, end));
+    img = img / img.norm(2, -1, true);
+    at::Tensor pred = img.matmul(text.t()).argmax(1).contiguous();
+    const int64_t* p = pred.data_ptr<int64_t>();
+    for (int64_t i = start; i < end; ++i) {
+      const int want = set.labels[i];
+      const int got = static_cast<int>(p[i - start]);
+      const bool c = want / kNumShapes == got / kNumShapes;
+      const bool s = want % kNumShapes == got % kNumShapes;
+      colour_ok += c;
+      shape_ok += s;
+      both_ok += c && s;
+    }
+  }
+  r.colour = static_cast<double>(colour_ok) / n;
+  r.shape = static_cast<double>(shape_ok) / n;
+  r.both = static_cast<double>(both_ok) / n;
+  return r;
+}
+
+bool NoDecay(const std::string& name, const at::Tensor& p) {
+  return p.dim() < 2 || name.find("token_embedding") != std::string::npos ||
+         name.find("position_embedding") != std::string::npos ||
+         name.find("class_embedding") != std::string::npos;
+}
+
+std::unique_ptr<torch::optim::AdamW> MakeOptimizer(clip::ClipModel& model, const ClipTrainerOptions& o) {
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    (NoDecay(item.key(), item.value()) ? no_decay : decay).push_back(item.value());
+  }
+  auto base = torch::optim::AdamWOptions(o.lr).betas({0.9, 0.98}).eps(1e-6);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(base).weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(base).weight_decay(0)));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups), base);
+}
+
+double LearningRate(const ClipTrainerOptions& o, int64_t step, double trained_seconds) {
+  if (step < o.warmup_steps) return o.lr * static_cast<double>(step + 1) / o.warmup_steps;
+  double progress = o.max_steps > 0 ? static_cast<double>(step) / o.max_steps : trained_seconds / (o.minutes * 60);
+  progress = std::clamp(progress, 0.0, 1.0);
+  const double lo = o.lr * o.min_lr_fraction;
+  return lo + (o.lr - lo) * 0.5 * (1 + std::cos(M_PI * progress));
+}
+
+absl::Status SaveCheckpoint(const clip::ClipModel& model, torch::optim::AdamW& opt, const fs::path& dir,
+                            int64_t step, double trained_seconds) {
+  CLIPSERVE_RETURN_IF_ERROR(model.Save(dir));
+  try {
+    torch::serialize::OutputArchive archive;
+    opt.save(archive);
+    archive.write("step", at::tensor(step, at::kLong));
+    archive.write("trained_seconds", at::tensor(trained_seconds, at::kDouble));
+    const fs::path tmp = dir / "train_state.pt.tmp";
+    archive.save_to(tmp.string());
+    fs::rename(tmp, dir / "train_state.pt");
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("writing ", (dir / "train_state.pt").string(), ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadTrainState(torch::optim::AdamW& opt, const fs::path& dir, int64_t* step, double* seconds) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from((dir / "train_state.pt").string());
+    opt.load(archive);
+    at::Tensor s, t;
+    archive.read("step", s);
+    archive.read("trained_seconds", t);
+    *step = s.item<int64_t>();
+    *seconds = t.item<double>();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("reading ", (dir / "train_state.pt").string(), ": ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int LabelOf(shapes::Colour colour, shapes::Shape shape) {
+  return static_cast<int>(colour) * kNumShapes + static_cast<int>(shape);
+}
+
+clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& o, int vocab_size, int context_length, int bos_id,
+                                int eos_id) {
+  clip::ClipConfig c;
+  c.text.hidden_size = o.text_width;
+  c.text.intermediate_size = 4 * o.text_width;
+  c.text.num_attention_heads = o.text_heads;
+  c.text.num_hidden_layers = o.text_layers;
+  c.text.hidden_act = clip::Activation::kQuickGelu;
+  c.text.vocab_size = vocab_size;
+  c.text.max_position_embeddings = context_length;
+  c.text.bos_token_id = bos_id;
+  c.text.eos_token_id = eos_id;
+  c.text.pad_token_id = 0;
+  c.vision.hidden_size = o.vision_width;
+  c.vision.intermediate_size = 4 * o.vision_width;
+  c.vision.num_attention_heads = o.vision_heads;
+  c.vision.num_hidden_layers = o.vision_layers;
+  c.vision.hidden_act = clip::Activation::kQuickGelu;
+  c.vision.image_size = o.image_size;
+  c.vision.patch_size = o.patch_size;
+  c.projection_dim = o.projection_dim;
+  return c;
+}
+
+at::Tensor SoftTargets(const std::vector<int>& labels) {
+  at::Tensor l = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
+  at::Tensor eq = l.unsqueeze(1).eq(l.unsqueeze(0)).to(at::kFloat);
+  return eq / eq.sum(1, /*keepdim=*/true);
+}
+
+at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor& targets) {
+  // Positives are a symmetric relation and n_i == n_j on every positive, so `targets` serves both directions.
+  at::Tensor li = -(targets * at::log_softmax(logits_per_image, 1)).sum(1).mean();
+  at::Tensor lt = -(targets * at::log_softmax(logits_per_image.t(), 1)).sum(1).mean();
+  return 0.5 * (li + lt);
+}
+
+void AugmentAndNormalize(const cv::Mat& rgb, const clip::PreprocessConfig& pre, bool augment, shapes::Rng& rng,
+                         float* out) {
+  const int s = rgb.rows;
+  cv::Mat img = rgb;
+  float contrast = 1, brightness = 0, noise_sigma = 0;
+  if (augment) {
+    // Random resized crop (area 0.6-1, aspect 3/4-4/3) + rotation + translation as one affine warp.
+    const double area = rng.Uniform(0.6, 1.0);
+    const double log_ratio = rng.Uniform(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
+    const double ratio = std::exp(log_ratio);
+    const double cw = std::min(1.0, std::sqrt(area * ratio));  // crop size as a fraction of the image
+    const double ch = std::min(1.0, std::sqrt(area / ratio));
+    const double cx = rng.Uniform(cw / 2, 1 - cw / 2) + rng.Uniform(-0.08, 0.08);  // crop centre (+ translation)
+    const double cy = rng.Uniform(ch / 2, 1 - ch / 2) + rng.Uniform(-0.08, 0.08);
+    const double angle = rng.Uniform(-12.0, 12.0) * M_PI / 180.0;
+    // Output pixel (u, v) (centred, in image fractions) samples input c + R(angle) * diag(cw, ch) * (u, v).
+    const double ca = std::cos(angle), sa = std::sin(angle);
+    // Inverse map (dst -> src) in pixels.
+    cv::Mat m(2, 3, CV_64F);
+    m.at<double>(0, 0) = ca * cw;
+    m.at<double>(0, 1) = -sa * ch;
+    m.at<double>(1, 0) = sa * cw;
+    m.at<double>(1, 1) = ca * ch;
+    const double half = (s - 1) / 2.0;
+    m.at<double>(0, 2) = cx * s - 0.5 - (m.at<double>(0, 0) * half + m.at<double>(0, 1) * half);
+    m.at<double>(1, 2) = cy * s - 0.5 - (m.at<double>(1, 0) * half + m.at<double>(1, 1) * half);
+    cv::Mat warped;
+    cv::warpAffine(rgb, warped, m, cv::Size(s, s), cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
+    img = warped;
+    contrast = static_cast<float>(rng.Uniform(0.8, 1.2));
+    brightness = static_cast<float>(rng.Uniform(-0.08, 0.08));
+    noise_sigma = rng.Bernoulli(0.5) ? static_cast<float>(rng.Uniform(0.0, 0.04)) : 0.f;
+  }
+  const int plane = s * s;
+  for (int y = 0; y < s; ++y) {
+    const uint8_t* row = img.ptr<uint8_t>(y);
+    for (int x = 0; x < s; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        float v = row[3 * x + c] / 255.0f;
+        if (augment) {
+          v = (v - 0.5f) * contrast + 0.5f + brightness;
+          if (noise_sigma > 0) v += noise_sigma * static_cast<float>(Gaussian(rng));
+          v = std::clamp(v, 0.0f, 1.0f);
+        }
+        out[c * plane + y * s + x] = (v - pre.mean[c]) / pre.std[c];
+      }
+    }
+  }
+}
+
+absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("out_dir is required");
+  CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kTrain, o.seed));
+  CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kEval, o.eval_seed));
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", o.out_dir.string(), ": ", ec.message()));
+
+  clip::PreprocessConfig pre;
+  pre.resize_shortest_edge = pre.crop_height = pre.crop_width = o.image_size;
+  std::shared_ptr<clip::ClipModel> model;
+  const bool resume = o.resume && fs::exists(o.out_dir / "train_state.pt");
+  if (resume) {
+    CLIPSERVE_ASSIGN_OR_RETURN(model, clip::ClipModel::Load({.dir = o.out_dir}));
+    CLIPSERVE_ASSIGN_OR_RETURN(pre, clip::LoadPreprocessConfig(o.out_dir / "preprocessor_config.json"));
+  } else {
+    CLIPSERVE_ASSIGN_OR_RETURN(int context, BuildTokenizer(o));
+    CLIPSERVE_RETURN_IF_ERROR(WritePreprocessorConfig(o.out_dir, o.image_size, pre));
+    CLIPSERVE_ASSIGN_OR_RETURN(auto tok, clip::Tokenizer::Create({.vocab_path = o.out_dir / "vocab.json",
+                                                                  .merges_path = o.out_dir / "merges.txt",
+                                                                  .context_length = context}));
+    model = clip::ClipModel::CreateRandom(
+        MakeClipConfig(o, static_cast<int>(tok->vocab_size()), context, tok->sot_id(), tok->eot_id()), o.seed);
+  }
+  const clip::ClipConfig& config = model->config();
+  CLIPSERVE_ASSIGN_OR_RETURN(
+      auto tok, clip::Tokenizer::Create({.vocab_path = o.out_dir / "vocab.json",
+                                         .merges_path = o.out_dir / "merges.txt",
+                                         .context_length = config.text.max_position_embeddings}));
+  ClipTrainerOptions opts = o;
+  opts.image_size = config.vision.image_size;
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  model->train();
+
+  auto optimizer = MakeOptimizer(*model, opts);
+  int64_t step = 0;
+  double prior_seconds = 0;
+  if (resume) CLIPSERVE_RETURN_IF_ERROR(LoadTrainState(*optimizer, o.out_dir, &step, &prior_seconds));
+  TrainSummary summary;
+  summary.start_step = step;
+
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler,
+                             shapes::SceneSampler::Create({.split = shapes::Split::kTrain, .seed = o.seed,
+                                                           .render = {.image_size = opts.image_size}}));
+  CLIPSERVE_ASSIGN_OR_RETURN(EvalSet eval_set, MakeEvalSet(opts, *tok, pre));
+
+  if (o.verbose) {
+    int64_t n = 0;
+    for (const auto& p : model->parameters()) n += p.numel();
+    std::fprintf(stderr, "model: %.2f M parameters, context %d, vocab %d; %s at step %lld (%.1f min trained)\n",
+                 n / 1e6, config.text.max_position_embeddings, config.text.vocab_size,
+                 resume ? "resuming" : "starting", static_cast<long long>(step), prior_seconds / 60);
+  }
+  const fs::path curve_path = o.out_dir / "learning_curve.jsonl";
+  std::ofstream curve(curve_path, resume ? std::ios::app : std::ios::trunc);
+  if (!curve) return absl::InternalError(absl::StrCat("cannot write ", curve_path.string()));
+
+  const auto run_start = Clock::now();
+  auto last_checkpoint = run_start;
+  auto window_start = run_start;
+  int64_t window_steps = 0;
+  double window_loss = 0;
+  double last_loss = 0;
+  const double budget_s = o.minutes * 60;
+  const double max_log_scale = std::log(o.max_logit_scale);
+  at::Tensor logit_scale = model->logit_scale();
+
+  auto trained = [&] { return prior_seconds + SecondsSince(run_start); };
+  auto eval_and_log = [&](double loss) -> EvalResult {
+    EvalResult r = Evaluate(*model, eval_set);
+    nlohmann::json j = {{"minutes", trained() / 60}, {"step", step},  {"loss", loss},
+                        {"colour", r.colour},        {"shape", r.shape}, {"both", r.both}};
+    curve << j.dump() << "\n";
+    curve.flush();
+    if (o.verbose) {
+      std::fprintf(stderr, "eval step %lld (%.1f min): colour %.3f shape %.3f both %.3f\n",
+                   static_cast<long long>(step), trained() / 60, r.colour, r.shape, r.both);
+    }
+    return r;
+  };
+
+  while (trained() < budget_s && (o.max_steps <= 0 || step < o.max_steps)) {
+    CLIPSERVE_ASSIGN_OR_RETURN(Batch batch, MakeTrainBatch(*sampler, *tok, pre, opts, step));
+    const double lr = LearningRate(o, step, trained());
+    for (auto& group : optimizer->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    }
+    at::Tensor targets = SoftTargets(batch.labels);
+    at::Tensor img = model->EncodeImage(batch.pixels);
+    at::Tensor txt = model->EncodeText(batch.ids);
+    img = img / img.norm(2, -1, true);
+    txt = txt / txt.norm(2, -1, true);
+    at::Tensor logits = logit_scale.exp().clamp_max(o.max_logit_scale) * img.matmul(txt.t());
+    at::Tensor loss = ContrastiveLoss(logits, targets);
+    optimizer->zero_grad();
+    loss.backward();
+    optimizer->step();
+    {
+      at::NoGradGuard no_grad;
+      logit_scale.clamp_(0, max_log_scale);
+    }
+    last_loss = loss.item<double>();
+    if (!std::isfinite(last_loss)) {
+      return absl::InternalError(absl::StrCat("loss is ", last_loss, " at step ", step));
+    }
+    summary.losses.push_back(last_loss);
+    ++step;
+    ++window_steps;
+    window_loss += last_loss;
+    if (o.verbose && o.log_every > 0 && step % o.log_every == 0) {
+      std::fprintf(stderr, "step %lld loss %.4f lr %.2e scale %.1f %.2f steps/s (%.1f min)\n",
+                   static_cast<long long>(step), window_loss / window_steps, lr, logit_scale.exp().item<double>(),
+                   window_steps / SecondsSince(window_start), trained() / 60);
+    }
+    if (o.log_every > 0 && step % o.log_every == 0) {
+      window_start = Clock::now();
+      window_steps = 0;
+      window_loss = 0;
+    }
+    if (o.eval_every > 0 && step % o.eval_every == 0) eval_and_log(last_loss);
+    if (SecondsSince(last_checkpoint) >= o.checkpoint_minutes * 60) {
+      CLIPSERVE_RETURN_IF_ERROR(SaveCheckpoint(*model, *optimizer, o.out_dir, step, trained()));
+      last_checkpoint = Clock::now();
+    }
+  }
+  const double run_seconds = SecondsSince(run_start);
+  summary.steps = step;
+  summary.trained_seconds = prior_seconds + run_seconds;
+  summary.steps_per_second = (step - summary.start_step) / std::max(run_seconds, 1e-9);
+  summary.final_eval = eval_and_log(last_loss);
+  CLIPSERVE_RETURN_IF_ERROR(SaveCheckpoint(*model, *optimizer, o.out_dir, step, summary.trained_seconds));
+  if (o.verbose) {
+    std::fprintf(stderr, "done: %lld steps, %.1f min trained, %.2f steps/s this run\n",
+                 static_cast<long long>(step), summary.trained_seconds / 60, summary.steps_per_second);
+  }
+  return summary;
+}
+
+}  // namespace clipserve::train

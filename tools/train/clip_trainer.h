@@ -1,0 +1,118 @@
+// The shapes-world CLIP trainer (issue 4, item 3): trains the server's own clip::ClipModel (libtorch autograd, no
+// second copy of the architecture) contrastively on fresh scenes from tools/shapes, and writes a Hugging Face
+// CLIP directory (config.json, model.safetensors, vocab.json, merges.txt, preprocessor_config.json) that
+// clip::ClipBundle::Load serves as is.
+//
+//   ClipTrainerOptions options{.out_dir = "/tmp/shapes-clip", .minutes = 20};
+//   absl::StatusOr<TrainSummary> summary = TrainClip(options);
+//
+// Steps. (1) A byte-level BPE is trained on world captions (training seeds only, plus the zero-shot prompts) and
+// written to out_dir; the context length is the longest corpus caption's token count plus a margin. (2) A
+// random ClipModel is created from the options. (3) AdamW with warm-up and cosine decay on batches of fresh
+// samples with strong geometric / photometric augmentations (no hue change: colour is a label) and label-level
+// soft targets. (4) A zero-shot evaluation on held-out evaluation seeds through the normal prompt path is
+// appended to out_dir/learning_curve.jsonl every `eval_every` steps. (5) Checkpoints (model via
+// ClipModel::Save, optimizer state + step + trained time in out_dir/train_state.pt) every
+// `checkpoint_minutes` and at the end; `resume` continues from them.
+//
+// Budget. `minutes` is the TOTAL training time across resumed runs (the cosine schedule runs over it), unless
+// `max_steps` > 0, in which case the schedule runs over max_steps and training stops there (or at `minutes`,
+// whichever is first).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "absl/status/statusor.h"
+#include "server/models/clip/config.h"
+#include "server/models/clip/preprocess.h"
+#include "tools/shapes/world.h"
+
+namespace clipserve::train {
+
+struct ClipTrainerOptions {
+  std::filesystem::path out_dir;
+  double minutes = 20;  // total training time (across resumes)
+  int64_t max_steps = 0;  // 0: bounded by time only
+  uint64_t seed = 1;  // training-world seed (< shapes::kFirstEvalSeed) and model init seed
+  bool resume = false;
+
+  // Model.
+  int image_size = 64;
+  int patch_size = 8;
+  int vision_width = 192;
+  int vision_layers = 6;
+  int vision_heads = 6;
+  int text_width = 128;
+  int text_layers = 4;
+  int text_heads = 4;
+  int projection_dim = 128;
+  int context_margin = 4;  // max_position_embeddings = longest caption tokens + margin
+
+  // Tokenizer.
+  int bpe_vocab_size = 1024;
+  int bpe_corpus_scenes = 3000;
+
+  // Optimisation.
+  int batch_size = 128;
+  double lr = 2e-3;
+  double min_lr_fraction = 0.02;  // the cosine decays to lr * this
+  int warmup_steps = 100;
+  double weight_decay = 0.05;
+  double max_logit_scale = 100;  // exp(logit_scale) is clamped to this
+  bool augment = true;
+
+  // Logging, evaluation, checkpoints.
+  int log_every = 25;
+  int eval_every = 100;  // also at the end; 0: only at the end
+  int eval_count = 256;
+  uint64_t eval_seed = shapes::kFirstEvalSeed + 17;
+  double checkpoint_minutes = 5;
+  bool verbose = true;  // progress lines on stderr
+};
+
+struct EvalResult {
+  double colour = 0;
+  double shape = 0;
+  double both = 0;
+};
+
+struct TrainSummary {
+  int64_t start_step = 0;  // step the run started from (> 0 after resume)
+  int64_t steps = 0;       // total steps done (across resumes)
+  double trained_seconds = 0;
+  double steps_per_second = 0;  // this run
+  std::vector<double> losses;   // per step of this run
+  EvalResult final_eval;
+};
+
+// Runs the whole pipeline described above.
+absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& options);
+
+// The model configuration the options describe (vocab_size / context / special ids as given).
+clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& options, int vocab_size, int context_length,
+                                int bos_id, int eos_id);
+
+// Label-level soft targets: T[i][j] = 1/n_i when labels[i] == labels[j] (n_i = how many batch entries share
+// labels[i]), else 0. Rows sum to 1, and T is symmetric (n_i == n_j wherever labels[i] == labels[j]), so the
+// same matrix is the target of both directions (image→text rows and text→image rows).
+at::Tensor SoftTargets(const std::vector<int>& labels);
+
+// Symmetric soft cross-entropy of image/text logits [B, B] against SoftTargets(labels).
+at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor& targets);
+
+// The label id of a (colour, shape) pair: colour * kShapes.size() + shape.
+int LabelOf(shapes::Colour colour, shapes::Shape shape);
+
+// Strong augmentation of an 8-bit RGB image (random resized crop with area scale 0.6-1, rotation ±12°,
+// translation ±8 %, brightness/contrast jitter applied equally to all channels, Gaussian noise), then ToTensor +
+// Normalize as clip::Preprocess does, written CHW into `out` (3 * S * S floats). With `augment` false only the
+// normalisation (equal to clip::Preprocess at identity resize).
+void AugmentAndNormalize(const cv::Mat& rgb, const clip::PreprocessConfig& pre, bool augment, shapes::Rng& rng,
+                         float* out);
+
+}  // namespace clipserve::train
