@@ -136,10 +136,7 @@ class ClipRuntime::Impl {
     std::vector<std::unique_ptr<Task>> rows;
     std::vector<size_t> cached;
     for (size_t i = 0; i < texts.size(); ++i) {
-      if (texts[i].size() > options_.max_text_bytes) {
-        return call->Fail(absl::InvalidArgumentError(absl::StrCat("texts[", i, "] is ", texts[i].size(),
-                                                                  " bytes; the limit is ", options_.max_text_bytes)));
-      }
+      if (absl::Status s = CheckTextSize(i, texts[i]); !s.ok()) return call->Fail(s);
       std::vector<int64_t> ids(ctx);
       bool truncated = false;
       const absl::Status s = bundle_->tokenizer->EncodePadded(
@@ -227,10 +224,7 @@ class ClipRuntime::Impl {
     std::vector<TokenizedText> out;
     out.reserve(texts.size());
     for (size_t i = 0; i < texts.size(); ++i) {
-      if (texts[i].size() > options_.max_text_bytes) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("texts[", i, "] is ", texts[i].size(), " bytes; the limit is ", options_.max_text_bytes));
-      }
+      CLIPSERVE_RETURN_IF_ERROR(CheckTextSize(i, texts[i]));
       auto t = bundle_->tokenizer->Tokenize(texts[i]);
       if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat("texts[", i, "]: ", t.status().message()));
       out.push_back({std::move(t->ids), t->truncated});
@@ -262,6 +256,12 @@ class ClipRuntime::Impl {
                                                      lane.batching.priority_levels, "] (0 = default)"));
     }
     return level - 1;
+  }
+
+  absl::Status CheckTextSize(size_t index, const std::string& text) const {
+    if (text.size() <= options_.max_text_bytes) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("texts[", index, "] is ", text.size(), " bytes; the limit is ", options_.max_text_bytes));
   }
 
   static void SetMeta(Task* task, const CallOptions& options, int priority) {

@@ -109,8 +109,8 @@ class Server::Impl {
       o.max_text_bytes = config_.limits().max_text_bytes();
       o.max_image_bytes = config_.limits().max_image_bytes();
       o.max_image_pixels = config_.limits().max_image_pixels();
-      o.text_observer = metrics_->LaneObserverFor(m.name(), "text", o.text_lane.batching.max_batch_size);
-      o.image_observer = metrics_->LaneObserverFor(m.name(), "image", o.image_lane.batching.max_batch_size);
+      o.text_observer = metrics_->LaneObserverFor(m.name(), "text");
+      o.image_observer = metrics_->LaneObserverFor(m.name(), "image");
       auto rt = runtime::ClipRuntime::Create(o, scheduler, cpu_pool_.get());
       if (!rt.ok()) {
         return absl::Status(rt.status().code(), absl::StrCat("model '", m.name(), "': ", rt.status().message()));

@@ -113,8 +113,7 @@ absl::StatusOr<std::unique_ptr<ServiceMetrics>> ServiceMetrics::Create(metrics::
   return m;
 }
 
-std::shared_ptr<LaneObserver> ServiceMetrics::LaneObserverFor(const std::string& model, const std::string& lane,
-                                                              int /*max_batch_size*/) {
+std::shared_ptr<LaneObserver> ServiceMetrics::LaneObserverFor(const std::string& model, const std::string& lane) {
   return std::make_shared<MetricsLaneObserver>(this, model, lane);
 }
 

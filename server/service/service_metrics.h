@@ -31,7 +31,7 @@ class ServiceMetrics {
   static absl::StatusOr<std::unique_ptr<ServiceMetrics>> Create(metrics::Registry* registry);
 
   // An observer for lane `lane` ("text", "image") of `model`.
-  std::shared_ptr<LaneObserver> LaneObserverFor(const std::string& model, const std::string& lane, int max_batch_size);
+  std::shared_ptr<LaneObserver> LaneObserverFor(const std::string& model, const std::string& lane);
   void RecordCall(const std::string& model, const char* method, absl::StatusCode code, absl::Duration elapsed);
 
   metrics::Registry* registry() const { return registry_; }
