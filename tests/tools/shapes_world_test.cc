@@ -306,6 +306,26 @@ TEST(RenderTest, PositionsAndSizesMatchTheirNames) {
   }
 }
 
+TEST(RenderTest, SceneBoundsHoldTheShapeTightly) {
+  auto sampler = MakeSampler({.seed = 6});
+  const int n = sampler->options().render.image_size;
+  for (uint64_t i = 0; i < 200; ++i) {
+    const Scene s = sampler->SceneAt(i);
+    auto r = Render(s, sampler->options().render);
+    ASSERT_THAT(r, IsOk());
+    const cv::Rect box = AlphaBox(r->alpha);
+    const auto [x0, y0, x1, y1] = SceneBounds(s);
+    // Every covered pixel touches the bounds (pixel x spans [x, x + 1)), and the bounds are not much larger
+    // than the covered box (a crescent's bite or a rotated star's tips leave some room on one side).
+    constexpr double kEps = 0.05;  // supersampling rounds edges to 1/8 pixel
+    EXPECT_GT(box.x + 1 + kEps, x0 * n) << Describe(s);
+    EXPECT_GT(box.y + 1 + kEps, y0 * n) << Describe(s);
+    EXPECT_LT(box.x + box.width - 1 - kEps, x1 * n) << Describe(s);
+    EXPECT_LT(box.y + box.height - 1 - kEps, y1 * n) << Describe(s);
+    EXPECT_LE((x1 - x0) * (y1 - y0) * n * n, 1.6 * box.area()) << Describe(s);
+  }
+}
+
 TEST(RenderTest, RespectsTheImageSize) {
   auto sampler = MakeSampler({.seed = 9});
   const Scene scene = sampler->SceneAt(4);
@@ -396,6 +416,25 @@ TEST(CaptionTest, EveryCaptionNamesColourAndShapeGrammatically) {
     }
   }
   EXPECT_GT(distinct.size(), 2000u);
+}
+
+TEST(SceneSamplerTest, SampleWithColourFixesTheColourAndIsDeterministic) {
+  auto sampler = MakeSampler({.seed = 12});
+  std::set<Shape> shapes_seen;
+  for (uint64_t i = 0; i < 60; ++i) {
+    auto a = sampler->SampleWithColour(i, Colour::kGreen);
+    auto b = sampler->SampleWithColour(i, Colour::kGreen);
+    ASSERT_THAT(a, IsOk());
+    ASSERT_THAT(b, IsOk());
+    EXPECT_EQ(a->scene.colour, Colour::kGreen);
+    EXPECT_TRUE(absl::StrContains(a->caption, "green")) << a->caption;
+    EXPECT_TRUE(SameBytes(a->image, b->image));
+    EXPECT_EQ(a->caption, b->caption);
+    shapes_seen.insert(a->scene.shape);
+  }
+  EXPECT_EQ(shapes_seen.size(), kShapes.size());
+  EXPECT_THAT(sampler->SampleWithColour(0, Colour::kGray),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a shape colour")));
 }
 
 TEST(DistinctPairsTest, FortyImagesWithAllDifferentLabelPairs) {

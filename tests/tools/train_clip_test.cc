@@ -8,6 +8,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <opencv2/imgproc.hpp>
 
 #include "nlohmann/json.hpp"
 #include "server/models/clip/clip_bundle.h"
@@ -100,13 +101,44 @@ TEST_F(TrainClipTest, AugmentationWithoutAugmentEqualsPreprocess) {
   pre.resize_shortest_edge = pre.crop_height = pre.crop_width = 64;
   std::vector<float> ours(3 * 64 * 64), theirs(3 * 64 * 64), augmented(3 * 64 * 64);
   shapes::Rng rng(1);
-  AugmentAndNormalize(e.image, pre, /*augment=*/false, rng, ours.data());
+  AugmentAndNormalize(e.image, shapes::SceneBounds(e.scene), pre, /*augment=*/false, rng, ours.data());
   ImageView view{.pixels = absl::MakeConstSpan(e.image.data, e.image.total() * 3), .width = 64,
                        .height = 64, .channels = 3};
   ASSERT_TRUE(clip::Preprocess(view, pre, absl::MakeSpan(theirs)).ok());
   for (size_t i = 0; i < ours.size(); ++i) ASSERT_NEAR(ours[i], theirs[i], 1e-5) << i;
-  AugmentAndNormalize(e.image, pre, /*augment=*/true, rng, augmented.data());
+  AugmentAndNormalize(e.image, shapes::SceneBounds(e.scene), pre, /*augment=*/true, rng, augmented.data());
   EXPECT_NE(augmented, ours);
+}
+
+// A crop must never cut the shape (a cut circle is not a circle any more): augmenting a white-on-black mask of
+// the shape leaves the output's one-pixel frame black, and the shape's area within what zoom allows.
+TEST_F(TrainClipTest, AugmentationKeepsTheWholeShape) {
+  auto sampler = shapes::SceneSampler::Create({.split = shapes::Split::kTrain, .seed = 4});
+  ASSERT_TRUE(sampler.ok());
+  clip::PreprocessConfig pre;
+  pre.resize_shortest_edge = pre.crop_height = pre.crop_width = 64;
+  std::vector<float> out(3 * 64 * 64);
+  for (uint64_t i = 0; i < 300; ++i) {
+    const shapes::Scene scene = (*sampler)->SceneAt(i);
+    auto r = shapes::Render(scene, {.image_size = 64});
+    ASSERT_TRUE(r.ok());
+    cv::Mat mask;
+    cv::cvtColor(r->alpha, mask, cv::COLOR_GRAY2RGB);
+    shapes::Rng rng = shapes::Rng::For(4, i, 99);
+    AugmentAndNormalize(mask, shapes::SceneBounds(scene), pre, /*augment=*/true, rng, out.data());
+    int border_hits = 0, area = 0;
+    for (int y = 0; y < 64; ++y) {
+      for (int x = 0; x < 64; ++x) {
+        const bool on = out[y * 64 + x] * pre.std[0] + pre.mean[0] > 0.5;
+        area += on;
+        border_hits += on && (x == 0 || y == 0 || x == 63 || y == 63);
+      }
+    }
+    const int original = cv::countNonZero(r->alpha > 127);
+    EXPECT_EQ(border_hits, 0) << "scene " << i;
+    EXPECT_GT(area, original / 3) << "scene " << i;
+    EXPECT_LT(area, original * 3) << "scene " << i;
+  }
 }
 
 TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {

@@ -69,9 +69,18 @@ TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {
   o.max_steps = 20;
   ASSERT_THAT(Train(o), IsOk());
   o.resume = true;
+  // max_steps counts the whole training: resuming a finished one does no more steps.
+  auto done = Train(o);
+  ASSERT_THAT(done, IsOk());
+  EXPECT_EQ(done->steps, 20);
+  o.max_steps = 40;
   auto again = Train(o);
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(again->steps, 40);  // 20 more on top of the saved 20
+  // Trained minutes accumulate across the runs.
+  const auto state = nlohmann::json::parse(std::ifstream(dir / "train_state.json"));
+  EXPECT_GE(state["minutes"].get<double>(), again->minutes - 1e-9);
+  EXPECT_GT(state["minutes"].get<double>(), 0.0);
 }
 
 TEST(VqganTrainer, RefusesEvaluationSeeds) {

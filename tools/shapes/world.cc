@@ -66,6 +66,8 @@ constexpr uint64_t kSceneStream = 1;
 constexpr uint64_t kCaptionStream = 2;
 constexpr uint64_t kLabelledStream = 3;
 constexpr uint64_t kPairsStream = 4;
+constexpr uint64_t kColourStream = 5;
+constexpr uint64_t kColourCaptionStream = 6;
 
 constexpr double kPi = 3.14159265358979323846;
 
@@ -479,6 +481,12 @@ double ColourDistance(Rgb a, Rgb b) {
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering
 
+std::array<double, 4> SceneBounds(const Scene& scene) {
+  const auto [hx, hy] = RotatedHalfExtents(scene.shape, scene.rotation_deg);
+  const double half_w = hx * scene.extent / 2, half_h = hy * scene.extent / 2;
+  return {scene.center_x - half_w, scene.center_y - half_h, scene.center_x + half_w, scene.center_y + half_h};
+}
+
 absl::StatusOr<Rendering> Render(const Scene& scene, const RenderOptions& options) {
   CLIPSERVE_RETURN_IF_ERROR(CheckRenderOptions(options));
   CLIPSERVE_RETURN_IF_ERROR(CheckScene(scene));
@@ -716,6 +724,13 @@ absl::StatusOr<Scene> SceneSampler::SceneWithLabels(uint64_t index, Colour colou
   }
   Rng rng = Rng::For(options_.seed, index, kLabelledStream);
   return Draw(rng, colour, shape);
+}
+
+absl::StatusOr<Example> SceneSampler::SampleWithColour(uint64_t index, Colour colour) const {
+  if (!InTable(colour, kShapeColours)) return absl::InvalidArgumentError("SampleWithColour: not a shape colour");
+  Rng rng = Rng::For(options_.seed, index, kColourStream);
+  Rng caption_rng = Rng::For(options_.seed, index, kColourCaptionStream);
+  return MakeExample(Draw(rng, colour, std::nullopt), caption_rng);
 }
 
 absl::StatusOr<std::vector<Example>> SceneSampler::DistinctPairs(uint64_t group, int count) const {

@@ -182,6 +182,9 @@ struct Scene {
   double rotation_deg = 0;  // clockwise on screen, about the centre
 };
 
+// The axis-aligned box the rotated shape occupies: {x0, y0, x1, y1}, fractions of the image side.
+std::array<double, 4> SceneBounds(const Scene& scene);
+
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering
 
@@ -294,6 +297,10 @@ class SceneSampler {
   // A scene drawn like SceneAt(index) but with the given label pair (which need not be in options.shapes /
   // options.colours; INVALID_ARGUMENT for gray). Its randomness is its own stream, not SceneAt(index)'s.
   absl::StatusOr<Scene> SceneWithLabels(uint64_t index, Colour colour, Shape shape) const;
+  // An example drawn like Sample(index) but with the given shape colour (which need not be in
+  // options.colours; INVALID_ARGUMENT for gray); shape and the rest are drawn as usual. Its randomness is a
+  // stream of its own. Trainers use it for batches whose items share a colour, so only shape tells them apart.
+  absl::StatusOr<Example> SampleWithColour(uint64_t index, Colour colour) const;
   // `count` examples whose (colour, shape) pairs all differ, drawn from the sampler's shapes and colours (the
   // retrieval test: a caption against images that each have another label pair). Group `group` of a stream of
   // its own: it shares no scene with SceneAt. INVALID_ARGUMENT if count exceeds the number of pairs.

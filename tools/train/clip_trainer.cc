@@ -105,12 +105,26 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
   batch.labels.resize(b);
   float* px = batch.pixels.data_ptr<float>();
   int64_t* ids = batch.ids.data_ptr<int64_t>();
+  // The colours of this batch's groups: distinct, drawn from the step's own stream.
+  std::vector<shapes::Colour> colours(shapes::kShapeColours.begin(), shapes::kShapeColours.end());
+  const int groups = std::clamp(o.colour_groups, 0, static_cast<int>(colours.size()));
+  shapes::Rng batch_rng = shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x67726f75);
+  for (int g = 0; g < groups; ++g) {
+    std::swap(colours[g], colours[g + batch_rng.Below(colours.size() - g)]);
+  }
   for (int i = 0; i < b; ++i) {
     const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
-    shapes::Example e = sampler.Sample(index);
+    shapes::Example e;
+    if (groups > 0) {
+      CLIPSERVE_ASSIGN_OR_RETURN(e, sampler.SampleWithColour(index, colours[i * groups / b]));
+    } else {
+      e = sampler.Sample(index);
+    }
     batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
     shapes::Rng rng = shapes::Rng::For(o.seed, index, /*stream=*/0x61756721);
-    AugmentAndNormalize(e.image, pre, o.augment, rng, px + static_cast<size_t>(i) * 3 * s * s);
+    const bool augment = o.augment && rng.Bernoulli(o.augment_probability);
+    AugmentAndNormalize(e.image, shapes::SceneBounds(e.scene), pre, augment, rng,
+                        px + static_cast<size_t>(i) * 3 * s * s);
     CLIPSERVE_RETURN_IF_ERROR(
         tok.EncodePadded(e.caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
   }
@@ -288,23 +302,30 @@ at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor&
   return 0.5 * (li + lt);
 }
 
-void AugmentAndNormalize(const cv::Mat& rgb, const clip::PreprocessConfig& pre, bool augment, shapes::Rng& rng,
-                         float* out) {
+void AugmentAndNormalize(const cv::Mat& rgb, const std::array<double, 4>& bounds, const clip::PreprocessConfig& pre,
+                         bool augment, shapes::Rng& rng, float* out) {
   const int s = rgb.rows;
   cv::Mat img = rgb;
   float contrast = 1, brightness = 0, noise_sigma = 0;
   if (augment) {
-    // Random resized crop (area 0.6-1, aspect 3/4-4/3) + rotation + translation as one affine warp.
-    const double area = rng.Uniform(0.6, 1.0);
-    const double log_ratio = rng.Uniform(std::log(3.0 / 4.0), std::log(4.0 / 3.0));
-    const double ratio = std::exp(log_ratio);
-    const double cw = std::min(1.0, std::sqrt(area * ratio));  // crop size as a fraction of the image
-    const double ch = std::min(1.0, std::sqrt(area / ratio));
-    const double cx = rng.Uniform(cw / 2, 1 - cw / 2) + rng.Uniform(-0.08, 0.08);  // crop centre (+ translation)
-    const double cy = rng.Uniform(ch / 2, 1 - ch / 2) + rng.Uniform(-0.08, 0.08);
-    const double angle = rng.Uniform(-12.0, 12.0) * M_PI / 180.0;
-    // Output pixel (u, v) (centred, in image fractions) samples input c + R(angle) * diag(cw, ch) * (u, v).
+    // Output pixel (u, v) (centred, in output fractions) samples input c + R(angle) * diag(cw, ch) * (u, v).
+    const double angle = rng.Uniform(-10.0, 10.0) * M_PI / 180.0;
     const double ca = std::cos(angle), sa = std::sin(angle);
+    const double side = rng.Uniform(0.7, 1.1);
+    const double ratio = std::exp(rng.Uniform(std::log(0.85), std::log(1 / 0.85)));
+    double cw = side * std::sqrt(ratio), ch = side / std::sqrt(ratio);
+    // The shape's box seen in the crop's rotated frame: half extents, grown by the margin; the crop is widened
+    // to hold it where it would not.
+    constexpr double kMargin = 0.02;
+    const double hw = (bounds[2] - bounds[0]) / 2, hh = (bounds[3] - bounds[1]) / 2;
+    const double rx = std::abs(ca) * hw + std::abs(sa) * hh, ry = std::abs(sa) * hw + std::abs(ca) * hh;
+    cw = std::max(cw, 2 * (rx + kMargin * cw) + 1e-6);
+    ch = std::max(ch, 2 * (ry + kMargin * ch) + 1e-6);
+    // Place the box anywhere inside the crop (in the rotated frame), then the crop centre follows.
+    const double fx = cw / 2 - kMargin * cw - rx, fy = ch / 2 - kMargin * ch - ry;
+    const double ox = rng.Uniform(-fx, fx), oy = rng.Uniform(-fy, fy);
+    const double bx = (bounds[0] + bounds[2]) / 2, by = (bounds[1] + bounds[3]) / 2;
+    const double cx = bx - (ca * ox - sa * oy), cy = by - (sa * ox + ca * oy);
     // Inverse map (dst -> src) in pixels.
     cv::Mat m(2, 3, CV_64F);
     m.at<double>(0, 0) = ca * cw;

@@ -20,6 +20,7 @@
 // whichever is first).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -65,6 +66,11 @@ struct ClipTrainerOptions {
   double weight_decay = 0.05;
   double max_logit_scale = 100;  // exp(logit_scale) is clamped to this
   bool augment = true;
+  double augment_probability = 0.85;  // the rest of the batch is seen as drawn
+  // Each batch is `colour_groups` groups whose items share one shape colour (distinct colours per group), so
+  // that most negatives of an item differ from it only in shape: colour is learnt in a few hundred steps, and
+  // after that only same-coloured negatives carry a gradient. 0: every item drawn independently.
+  int colour_groups = 4;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -108,11 +114,14 @@ at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor&
 // The label id of a (colour, shape) pair: colour * kShapes.size() + shape.
 int LabelOf(shapes::Colour colour, shapes::Shape shape);
 
-// Strong augmentation of an 8-bit RGB image (random resized crop with area scale 0.6-1, rotation ±12°,
-// translation ±8 %, brightness/contrast jitter applied equally to all channels, Gaussian noise), then ToTensor +
-// Normalize as clip::Preprocess does, written CHW into `out` (3 * S * S floats). With `augment` false only the
-// normalisation (equal to clip::Preprocess at identity resize).
-void AugmentAndNormalize(const cv::Mat& rgb, const clip::PreprocessConfig& pre, bool augment, shapes::Rng& rng,
-                         float* out);
+// Strong augmentation of an 8-bit RGB image that never changes what a caption says about it: a random resized
+// crop (side 0.7-1.1 of the image, aspect 0.85-1.18, zooming out as well as in) rotated by up to ±10° and
+// placed anywhere that keeps the whole shape (`bounds`, {x0, y0, x1, y1} in image fractions, as
+// shapes::SceneBounds gives) at least 2 % inside the output, so a crop never cuts a shape into another one;
+// brightness/contrast jitter applied equally to all channels (no hue change: colour is a label); Gaussian
+// noise. Then ToTensor + Normalize as clip::Preprocess does, written CHW into `out` (3 * S * S floats). With
+// `augment` false only the normalisation (equal to clip::Preprocess at identity resize).
+void AugmentAndNormalize(const cv::Mat& rgb, const std::array<double, 4>& bounds, const clip::PreprocessConfig& pre,
+                         bool augment, shapes::Rng& rng, float* out);
 
 }  // namespace clipserve::train

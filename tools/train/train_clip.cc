@@ -33,6 +33,8 @@ ABSL_FLAG(int, eval_every, 100, "zero-shot evaluation every N steps");
 ABSL_FLAG(int, eval_count, 256, "held-out images per evaluation");
 ABSL_FLAG(double, checkpoint_minutes, 5, "checkpoint interval");
 ABSL_FLAG(bool, augment, true, "strong image augmentations");
+ABSL_FLAG(double, augment_probability, 0.85, "share of each batch that is augmented");
+ABSL_FLAG(int, colour_groups, 4, "same-colour groups per batch (hard negatives on shape; 0: independent draws)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -66,6 +68,8 @@ int main(int argc, char** argv) {
   o.eval_count = absl::GetFlag(FLAGS_eval_count);
   o.checkpoint_minutes = absl::GetFlag(FLAGS_checkpoint_minutes);
   o.augment = absl::GetFlag(FLAGS_augment);
+  o.augment_probability = absl::GetFlag(FLAGS_augment_probability);
+  o.colour_groups = absl::GetFlag(FLAGS_colour_groups);
   auto summary = clipserve::train::TrainClip(o);
   if (!summary.ok()) {
     std::fprintf(stderr, "train-clip: %s\n", summary.status().ToString().c_str());

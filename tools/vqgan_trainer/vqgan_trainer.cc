@@ -93,6 +93,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
 
   std::unique_ptr<vqgan::VqganModel> model;
   int64_t step = 0;
+  double prior_minutes = 0;  // trained in earlier runs of a resumed training
   const fs::path state_path = options.out / "train_state.pt";
   const fs::path progress_path = options.out / "train_state.json";
   if (options.resume && fs::exists(options.out / "config.json")) {
@@ -101,6 +102,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
     CLIPSERVE_ASSIGN_OR_RETURN(model, vqgan::VqganModel::Load(o));
     CLIPSERVE_ASSIGN_OR_RETURN(nlohmann::json progress, ReadJsonFile(progress_path));
     step = progress.value("step", int64_t{0});
+    prior_minutes = progress.value("minutes", 0.0);
   } else {
     vqgan::VqganModel::Options o;
     o.config = options.config;
@@ -119,6 +121,9 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
   eval_options.seed = shapes::kFirstEvalSeed;
   CLIPSERVE_ASSIGN_OR_RETURN(auto eval_sampler, shapes::SceneSampler::Create(eval_options));
 
+  // Dead-code restarts draw from torch's generator: seeded, so a run is repeatable (a resumed run continues with
+  // a generator seeded from the step instead).
+  at::manual_seed(options.seed * 1000003 + static_cast<uint64_t>(step));
   TrainReport report;
   absl::Status status = CatchTorchErrors("training the VQGAN", [&]() -> absl::Status {
     vqgan::VqModel& module = model->module();
@@ -130,20 +135,24 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
     std::ofstream curve(options.out / "learning_curve.jsonl", std::ios::app);
     const auto start = Clock::now();
     auto last_checkpoint = start;
-    auto minutes = [&](Clock::time_point t) { return std::chrono::duration<double>(t - start).count() / 60.0; };
+    // Minutes trained in total, earlier runs of a resumed training included.
+    auto minutes = [&](Clock::time_point t) {
+      return prior_minutes + std::chrono::duration<double>(t - start).count() / 60.0;
+    };
     auto save = [&]() -> absl::Status {
       CLIPSERVE_RETURN_IF_ERROR(model->Save(options.out));
       torch::save(optimizer, state_path.string());
-      return WriteFileAtomically(progress_path, nlohmann::json{{"step", step}}.dump() + "\n");
+      return WriteFileAtomically(progress_path,
+                                 nlohmann::json{{"step", step}, {"minutes", minutes(Clock::now())}}.dump() + "\n");
     };
     double loss_sum = 0;
     int loss_count = 0;
-    const int64_t first_step = step;
     while (true) {
       const double elapsed = minutes(Clock::now());
-      if (elapsed >= options.minutes || (options.max_steps > 0 && step - first_step >= options.max_steps)) break;
-      // Warm-up, then cosine decay over the time budget down to 10 %.
-      const double progress = std::min(1.0, elapsed / options.minutes);
+      if (elapsed >= options.minutes || (options.max_steps > 0 && step >= options.max_steps)) break;
+      // Warm-up, then cosine decay down to 10 % over max_steps if given, else over the time budget.
+      const double progress = std::min(1.0, options.max_steps > 0 ? static_cast<double>(step) / options.max_steps
+                                                                  : elapsed / options.minutes);
       double lr = options.learning_rate * (0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI * progress)));
       if (step < options.warmup_steps) lr *= static_cast<double>(step + 1) / options.warmup_steps;
       for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);

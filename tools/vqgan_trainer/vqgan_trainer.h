@@ -22,7 +22,9 @@ struct TrainOptions {
   int batch_size = 16;
   double learning_rate = 1e-3;
   int warmup_steps = 100;
-  // Stop after this much wall time or this many steps (0 = no step limit), whichever comes first.
+  // Stop after this much training time or this many steps (0 = no step limit), whichever comes first; both
+  // count from the start of the training, earlier runs of a resumed one included. The learning-rate schedule
+  // runs over max_steps when it is set, else over the time.
   double minutes = 60;
   int64_t max_steps = 0;
   double beta = 0.25;          // commitment weight
