@@ -1,0 +1,262 @@
+#include "server/generation/generator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/models/tensor_io.h"
+
+namespace clipserve::generation {
+namespace {
+
+struct ClampWithGradFunction : public torch::autograd::Function<ClampWithGradFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, double lo, double hi) {
+    ctx->saved_data["lo"] = lo;
+    ctx->saved_data["hi"] = hi;
+    ctx->save_for_backward({x});
+    return x.clamp(lo, hi);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const at::Tensor x = ctx->get_saved_variables()[0];
+    const double lo = ctx->saved_data["lo"].toDouble(), hi = ctx->saved_data["hi"].toDouble();
+    const at::Tensor& g = grad_out[0];
+    // Keep the gradient where it would move x into range (or x is in range already).
+    const at::Tensor keep = (g * (x - x.clamp(lo, hi))).ge(0);
+    return {g * keep, at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor Normalized(const at::Tensor& t) { return t / t.norm(2, -1, /*keepdim=*/true).clamp_min(1e-12); }
+
+// CLIP's Normalize on [N, 3, S, S] pixels in [0, 1].
+at::Tensor ClipNormalize(const at::Tensor& pixels, const clip::PreprocessConfig& pre) {
+  const at::Tensor mean = at::tensor(std::vector<float>(pre.mean.begin(), pre.mean.end()), pixels.options());
+  const at::Tensor std = at::tensor(std::vector<float>(pre.std.begin(), pre.std.end()), pixels.options());
+  return (pixels - mean.view({1, 3, 1, 1})) / std.view({1, 3, 1, 1});
+}
+
+// [N, 3, H, W] → [N, 3, S, S]: area averaging when shrinking, bilinear when growing.
+at::Tensor ResizeSquare(const at::Tensor& x, int64_t s) {
+  if (x.size(2) == s && x.size(3) == s) return x;
+  if (x.size(2) >= s && x.size(3) >= s) return at::adaptive_avg_pool2d(x, {s, s});
+  return at::upsample_bilinear2d(x, {s, s}, /*align_corners=*/false);
+}
+
+// The CLIP embeddings of pixels in [0, 1] that already have CLIP's input size.
+at::Tensor EmbedPixels(const GenerationModels& m, const at::Tensor& pixels) {
+  return m.clip->model->EncodeImage(ClipNormalize(pixels, m.clip->preprocess));
+}
+
+std::string Quoted(const std::string& text) {
+  return absl::StrCat("'", text.size() > 40 ? text.substr(0, 40) + "..." : text, "'");
+}
+
+}  // namespace
+
+at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi) { return ClampWithGradFunction::apply(x, lo, hi); }
+
+absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
+                                                          std::shared_ptr<const clip::ClipBundle> clip) {
+  if (vqgan == nullptr || clip == nullptr || clip->model == nullptr) {
+    return absl::InvalidArgumentError("generation needs a VQGAN and a CLIP model");
+  }
+  if (vqgan->device() != clip->model->device()) {
+    return absl::InvalidArgumentError(absl::StrCat("the VQGAN is on ", vqgan->device().str(), " and the CLIP on ",
+                                                   clip->model->device().str(), "; generation needs one device"));
+  }
+  // Only the latent is optimised: no parameter gradients (which would also race between concurrent jobs).
+  for (auto& p : vqgan->module().parameters()) p.set_requires_grad(false);
+  for (auto& p : clip->model->parameters()) p.set_requires_grad(false);
+  return GenerationModels{std::move(vqgan), std::move(clip)};
+}
+
+absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
+  const int64_t f = models.vqgan->downsample_factor();
+  for (const auto& [name, value] : {std::pair<const char*, int>{"width", options.width}, {"height", options.height}}) {
+    if (value < f || value % f != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", value, " is not a positive multiple of the VQGAN's factor ", f));
+    }
+  }
+  if (options.steps < 1) return absl::InvalidArgumentError(absl::StrCat("steps: ", options.steps, " must be >= 1"));
+  if (!(options.learning_rate > 0 && options.learning_rate <= 10)) {
+    return absl::InvalidArgumentError(absl::StrCat("learning_rate: ", options.learning_rate, " must be in (0, 10]"));
+  }
+  if (!(options.init_weight >= 0 && std::isfinite(options.init_weight))) {
+    return absl::InvalidArgumentError(absl::StrCat("init_weight: ", options.init_weight, " must be >= 0"));
+  }
+  options.cutouts.cut_size = models.clip->image_size();
+  CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
+  bool positive = false;
+  for (const WeightedPrompt& p : options.prompts) positive |= p.weight > 0;
+  for (const ImagePrompt& p : options.image_prompts) positive |= p.weight > 0;
+  if (!positive) return absl::InvalidArgumentError("prompt: at least one prompt needs a positive weight");
+  for (size_t i = 0; i < options.image_prompts.size(); ++i) {
+    const at::Tensor& img = options.image_prompts[i].image;
+    if (!img.defined() || img.dim() != 3 || img.size(0) != 3 || img.size(1) < 1 || img.size(2) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("image_prompts[", i, "]: expected a [3, H, W] image"));
+    }
+  }
+  if (options.init_image.defined() &&
+      (options.init_image.dim() != 3 || options.init_image.size(0) != 3 ||
+       options.init_image.size(1) != options.height || options.init_image.size(2) != options.width)) {
+    return absl::InvalidArgumentError(absl::StrCat("init_image: expected [3, ", options.height, ", ", options.width,
+                                                   "] (the output size)"));
+  }
+  // Token ids of the text prompts; a text too long for the CLIP is the caller's error.
+  const clip::Tokenizer& tok = *models.clip->tokenizer;
+  const int64_t context = tok.context_length();
+  at::Tensor ids = at::zeros({static_cast<int64_t>(options.prompts.size()), context}, at::kLong);
+  for (size_t i = 0; i < options.prompts.size(); ++i) {
+    const absl::Status s =
+        tok.EncodePadded(options.prompts[i].text, clip::Truncation::kReject,
+                         absl::MakeSpan(ids.data_ptr<int64_t>() + i * context, context), nullptr);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt ", i + 1, " ", Quoted(options.prompts[i].text), ": ", s.message()));
+    }
+  }
+
+  auto job = std::unique_ptr<Job>(new Job(std::move(options)));
+  const JobOptions& o = job->options_;
+  const at::Device device = models.vqgan->device();
+  CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("starting a generation", [&]() -> absl::Status {
+    at::NoGradGuard no_grad;
+    job->generator_ = at::detail::createCPUGenerator(o.seed);
+    vqgan::VqModel& vq = models.vqgan->module();
+    const at::Tensor codebook = vq.codebook().detach();
+    const int64_t c = codebook.size(1), h = o.height / f, w = o.width / f;
+    at::Tensor z;
+    if (o.init_image.defined()) {
+      const at::Tensor x = o.init_image.unsqueeze(0).to(device, models.vqgan->dtype()).clamp(0, 1) * 2 - 1;
+      z = vq.Quantize(vq.EncodeToLatent(x), vqgan::QuantizeGradient::kCodebook).z_q;
+    } else {
+      const at::Tensor codes = at::randint(codebook.size(0), {h * w}, job->generator_, at::kLong).to(device);
+      z = codebook.index_select(0, codes).view({1, h, w, c}).permute({0, 3, 1, 2});
+    }
+    job->z_ = z.to(at::kFloat).contiguous().clone().set_requires_grad(true);
+    job->z_init_ = job->z_.detach().clone();
+    job->z_min_ = std::get<0>(codebook.min(0)).to(at::kFloat).view({1, c, 1, 1});
+    job->z_max_ = std::get<0>(codebook.max(0)).to(at::kFloat).view({1, c, 1, 1});
+    job->adam_ = std::make_unique<torch::optim::Adam>(std::vector<at::Tensor>{job->z_},
+                                                       torch::optim::AdamOptions(o.learning_rate));
+
+    const at::Tensor text = Normalized(models.clip->model->EncodeText(ids.to(device))).to(at::kFloat);
+    at::Tensor positive_sum = at::zeros({text.size(1)}, text.options());
+    for (size_t i = 0; i < o.prompts.size(); ++i) {
+      job->targets_.push_back({text[i].unsqueeze(0), o.prompts[i].weight, o.prompts[i].stop});
+      if (o.prompts[i].weight > 0) positive_sum += text[i];
+    }
+    for (const ImagePrompt& p : o.image_prompts) {
+      const at::Tensor img = p.image.unsqueeze(0).to(device, at::kFloat).clamp(0, 1);
+      const at::Tensor cuts = MakeCutouts(img, o.cutouts, job->generator_);
+      const at::Tensor e = Normalized(EmbedPixels(models, cuts)).to(at::kFloat);
+      job->targets_.push_back({e, p.weight, p.stop});
+      if (p.weight > 0 && o.prompts.empty()) positive_sum += Normalized(e.mean(0));
+    }
+    job->positive_text_ = Normalized(positive_sum);
+    return absl::OkStatus();
+  }));
+  return job;
+}
+
+absl::StatusOr<at::Tensor> Job::Render(const GenerationModels& models) const {
+  at::Tensor image;
+  CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("rendering a generation", [&]() -> absl::Status {
+    c10::InferenceMode guard;
+    vqgan::VqModel& vq = models.vqgan->module();
+    const at::Tensor z = z_.detach().to(models.vqgan->dtype());
+    const at::Tensor x = vq.Decode(vq.Quantize(z, vqgan::QuantizeGradient::kCodebook).z_q);
+    image = x[0].to(at::kFloat).add(1).div(2).clamp(0, 1).to(at::kCPU).contiguous();
+    return absl::OkStatus();
+  }));
+  return image;
+}
+
+absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl::Span<Job* const> jobs) {
+  std::set<const Job*> seen;
+  for (const Job* job : jobs) {
+    if (job == nullptr || job->finished() || !seen.insert(job).second) {
+      return absl::InvalidArgumentError("Step: every job must be unfinished and listed once");
+    }
+  }
+  // Jobs whose latents have the same shape share a pass.
+  std::map<std::vector<int64_t>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < jobs.size(); ++i) groups[jobs[i]->z_.sizes().vec()].push_back(i);
+
+  std::vector<StepStats> stats(jobs.size());
+  CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("a generation step", [&]() -> absl::Status {
+    vqgan::VqModel& vq = models.vqgan->module();
+    const int64_t clip_size = models.clip->image_size();
+    for (const auto& [shape, members] : groups) {
+      std::vector<at::Tensor> zs;
+      for (size_t i : members) zs.push_back(jobs[i]->z_);
+      const at::Tensor z = at::cat(zs, 0);
+      const at::Tensor z_q = vq.Quantize(z.to(models.vqgan->dtype()), vqgan::QuantizeGradient::kStraightThrough).z_q;
+      const at::Tensor x = ClampWithGrad(vq.Decode(z_q).to(at::kFloat).add(1).div(2), 0, 1);
+
+      std::vector<at::Tensor> cuts;
+      std::vector<int64_t> counts;
+      for (size_t k = 0; k < members.size(); ++k) {
+        Job& job = *jobs[members[k]];
+        cuts.push_back(MakeCutouts(x.narrow(0, static_cast<int64_t>(k), 1), job.options_.cutouts, job.generator_));
+        counts.push_back(cuts.back().size(0));
+      }
+      const at::Tensor embeddings = EmbedPixels(models, at::cat(cuts, 0)).to(at::kFloat);
+
+      at::Tensor similarity;
+      {
+        at::NoGradGuard no_grad;
+        const at::Tensor whole = Normalized(EmbedPixels(models, ResizeSquare(x.detach(), clip_size)).to(at::kFloat));
+        std::vector<at::Tensor> positives;
+        for (size_t i : members) positives.push_back(jobs[i]->positive_text_);
+        similarity = (whole * at::stack(positives, 0)).sum(-1).to(at::kCPU);
+      }
+
+      at::Tensor total;
+      int64_t offset = 0;
+      for (size_t k = 0; k < members.size(); ++k) {
+        Job& job = *jobs[members[k]];
+        const at::Tensor e = embeddings.narrow(0, offset, counts[k]);
+        offset += counts[k];
+        at::Tensor loss = at::zeros({}, e.options());
+        for (const Job::Target& t : job.targets_) {
+          at::Tensor sum = at::zeros({}, e.options());
+          for (int64_t r = 0; r < t.embeddings.size(0); ++r) sum = sum + PromptLoss(e, t.embeddings[r], t.weight, t.stop);
+          loss = loss + sum / static_cast<double>(t.embeddings.size(0));
+        }
+        if (job.options_.init_weight > 0) {
+          loss = loss + (job.z_ - job.z_init_).pow(2).mean() * (job.options_.init_weight / 2.0);
+        }
+        total = total.defined() ? total + loss : loss;
+        StepStats& s = stats[members[k]];
+        s.loss = loss.item<float>();
+        s.similarity = similarity[static_cast<int64_t>(k)].item<float>();
+        s.image = x[static_cast<int64_t>(k)].detach().to(at::kCPU).contiguous();
+      }
+      for (size_t i : members) jobs[i]->adam_->zero_grad();
+      total.backward();
+      at::NoGradGuard no_grad;
+      for (size_t i : members) {
+        Job& job = *jobs[i];
+        job.adam_->step();
+        job.z_.copy_(at::max(at::min(job.z_, job.z_max_), job.z_min_));
+        stats[i].step = ++job.steps_done_;
+      }
+    }
+    return absl::OkStatus();
+  }));
+  return stats;
+}
+
+}  // namespace clipserve::generation

@@ -1,0 +1,130 @@
+// VQGAN+CLIP generation, the optimisation itself (DESIGN.md §5): a Job owns one generation's state (latent z,
+// its Adam state, its random generator, its prompts' embeddings), and Step() advances any number of jobs by one
+// optimisation step each, sharing the work between them: jobs whose latents have the same shape go through one
+// decode → cutouts → CLIP → backward pass together. The losses of the jobs are added, and each job's loss
+// depends only on its own latent, so each job's gradient, and therefore its whole run, is what it would be
+// alone (up to floating-point differences of batched kernels).
+//
+//   GenerationModels models{.vqgan = vqgan, .clip = clip};
+//   JobOptions o;
+//   o.prompts = *ParsePrompts("a red circle", "prompt");
+//   o.steps = 100;
+//   auto job = Job::Create(models, std::move(o));
+//   while (!(*job)->finished()) auto stats = Step(models, {job->get()});
+//
+// Threads: a Job is used by one thread at a time (the worker running its step, or its owner between steps);
+// the models are shared, read-only, by any number of jobs and threads. Step() blocks for the whole pass.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/optim/adam.h>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "server/generation/cutouts.h"
+#include "server/generation/prompts.h"
+#include "server/models/clip/clip_bundle.h"
+#include "server/models/vqgan/vqgan.h"
+
+namespace clipserve::generation {
+
+// The two models a generation runs on, on one device. Create() freezes their parameters (generation needs
+// gradients only for the latent).
+struct GenerationModels {
+  std::shared_ptr<const vqgan::VqganModel> vqgan;
+  std::shared_ptr<const clip::ClipBundle> clip;
+
+  // INVALID_ARGUMENT when either is missing or they sit on different devices.
+  static absl::StatusOr<GenerationModels> Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
+                                                 std::shared_ptr<const clip::ClipBundle> clip);
+};
+
+// An image prompt: a picture the result should look like (or, with a negative weight, unlike).
+struct ImagePrompt {
+  at::Tensor image;  // [3, H, W] float in [0, 1], any size
+  float weight = 1;
+  float stop = -std::numeric_limits<float>::infinity();
+};
+
+// One generation's request, validated by Job::Create.
+struct JobOptions {
+  std::vector<WeightedPrompt> prompts;  // text prompts (ParsePrompts)
+  std::vector<ImagePrompt> image_prompts;
+  int width = 64;  // pixels; multiples of the VQGAN's downsampling factor
+  int height = 64;
+  int steps = 100;
+  uint64_t seed = 0;
+  float learning_rate = 0.1f;  // Adam on z
+  // cut_size is set to the CLIP's image size by Create.
+  CutoutOptions cutouts;
+  // Optional start image [3, height, width] in [0, 1] (the caller resizes it); undefined: random codes.
+  at::Tensor init_image;
+  // Weight of ‖z − z_init‖² (mean) / 2 in the loss; 0 disables.
+  float init_weight = 0;
+};
+
+// What one step did for one job.
+struct StepStats {
+  int step = 0;           // 1-based: the step just done
+  float loss = 0;         // total loss of the job at this step (before the update)
+  float similarity = 0;   // cosine between CLIP's embedding of the whole image and the positive text prompts
+  at::Tensor image;       // the image this step scored, [3, H, W] float in [0, 1], detached, on the CPU
+};
+
+class Job {
+ public:
+  // Validates `options` against the models (INVALID_ARGUMENT naming the field: prompts that do not tokenize or
+  // none with a positive weight, a size that is not a positive multiple of the factor, steps < 1, a bad
+  // init image or cutout option), embeds the prompts, and draws the start latent from the seed.
+  static absl::StatusOr<std::unique_ptr<Job>> Create(const GenerationModels& models, JobOptions options);
+
+  Job(const Job&) = delete;
+  Job& operator=(const Job&) = delete;
+
+  const JobOptions& options() const { return options_; }
+  int steps_done() const { return steps_done_; }
+  bool finished() const { return steps_done_ >= options_.steps; }
+  // The latent's shape [1, embed_dim, height / f, width / f]: jobs with equal shapes share a pass.
+  at::IntArrayRef latent_shape() const { return z_.sizes(); }
+  // The image of the current latent (quantised and decoded), [3, H, W] float in [0, 1], on the CPU.
+  absl::StatusOr<at::Tensor> Render(const GenerationModels& models) const;
+
+ private:
+  friend absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl::Span<Job* const> jobs);
+
+  explicit Job(JobOptions options) : options_(std::move(options)) {}
+
+  // A prompt's target embeddings, normalised: one row for a text, one per cutout for an image prompt (the loss
+  // is the mean over rows, as the reference does).
+  struct Target {
+    at::Tensor embeddings;  // [M, D]
+    float weight = 1;
+    float stop = 0;
+  };
+
+  JobOptions options_;
+  at::Tensor z_;       // [1, C, h, w], the optimised leaf
+  at::Tensor z_init_;  // the start latent (for init_weight)
+  at::Tensor z_min_, z_max_;  // [1, C, 1, 1]: the codebook's range per channel; z is clamped to it
+  std::unique_ptr<torch::optim::Adam> adam_;
+  at::Generator generator_;  // the job's own randomness (start codes, cutouts)
+  std::vector<Target> targets_;
+  at::Tensor positive_text_;  // [D] normalised mean of the positive text prompts (for StepStats::similarity)
+  int steps_done_ = 0;
+};
+
+// One optimisation step of every job in `jobs` (each unfinished, created with these models, and listed once),
+// as described at the top. Returns one StepStats per job, in order. INVALID_ARGUMENT for a finished or repeated
+// job; INTERNAL for a torch failure (the jobs' state is then unspecified: fail them).
+absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl::Span<Job* const> jobs);
+
+// clamp(x, lo, hi) whose gradient passes where it moves x back into range (the reference's ClampWithGrad):
+// d/dx = 1 inside, and outside only for gradients pointing inwards.
+at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi);
+
+}  // namespace clipserve::generation

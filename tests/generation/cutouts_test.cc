@@ -1,0 +1,206 @@
+#include "server/generation/cutouts.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace clipserve::generation {
+namespace {
+
+using ::clipserve::testing::IsOk;
+using ::clipserve::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+CutoutOptions Small() {
+  CutoutOptions o;
+  o.cutn = 6;
+  o.cut_size = 16;
+  return o;
+}
+
+CutoutOptions Plain() {
+  CutoutOptions o = Small();
+  o.augment = false;
+  o.noise_max = 0;
+  return o;
+}
+
+at::Tensor Image(uint64_t seed, int64_t batch = 1, int64_t size = 32) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return at::rand({batch, 3, size, size}, gen);
+}
+
+at::Tensor Cutouts(const at::Tensor& x, const CutoutOptions& o, uint64_t seed) {
+  at::Generator gen = at::detail::createCPUGenerator(seed);
+  return MakeCutouts(x, o, gen);
+}
+
+TEST(MakeCutoutsTest, ReturnsImageMajorCutoutsOfCutSize) {
+  const at::Tensor x = at::cat({at::zeros({1, 3, 32, 24}), at::ones({1, 3, 32, 24})}, 0);
+  const at::Tensor out = Cutouts(x, Plain(), 1);
+  ASSERT_EQ(out.sizes(), (at::IntArrayRef{2 * 6, 3, 16, 16}));
+  EXPECT_TRUE(at::equal(out.narrow(0, 0, 6), at::zeros({6, 3, 16, 16})));
+  EXPECT_TRUE(at::equal(out.narrow(0, 6, 6), at::ones({6, 3, 16, 16})));
+}
+
+TEST(MakeCutoutsTest, SameSeedGivesSameCutoutsAndOtherSeedDifferentOnes) {
+  const at::Tensor x = Image(1);
+  const at::Tensor a = Cutouts(x, Small(), 42);
+  EXPECT_TRUE(at::equal(a, Cutouts(x, Small(), 42)));
+  EXPECT_FALSE(at::equal(a, Cutouts(x, Small(), 43)));
+  EXPECT_FALSE(at::equal(Cutouts(x, Plain(), 42), Cutouts(x, Plain(), 43)));
+}
+
+TEST(MakeCutoutsTest, DependsOnlyOnTheJobsGenerator) {
+  const at::Tensor x = Image(2);
+  at::manual_seed(1);
+  const at::Tensor alone = Cutouts(x, Small(), 7);
+
+  // Another job with its own generator, and a different global seed, in between.
+  at::manual_seed(2);
+  at::Generator other = at::detail::createCPUGenerator(99);
+  MakeCutouts(Image(3), Small(), other);
+  at::manual_seed(12345);
+  EXPECT_TRUE(at::equal(alone, Cutouts(x, Small(), 7)));
+}
+
+TEST(MakeCutoutsTest, AdvancesGeneratorByTheSameAmountWhateverTheProbability) {
+  const at::Tensor x = Image(4);
+  CutoutOptions never = Small();
+  never.augment_probability = 0;
+  never.noise_max = 0;
+  // With probability 0 every augmentation is skipped: exactly the crops, as with augment off.
+  EXPECT_TRUE(at::equal(Cutouts(x, never, 5), Cutouts(x, Plain(), 5)));
+}
+
+TEST(MakeCutoutsTest, FullSizeCutoutWithoutAugmentationIsTheImage) {
+  const at::Tensor x = Image(5);
+  CutoutOptions o = Plain();
+  o.cut_size = 32;
+  o.cut_pow = 0.3f;
+  const at::Tensor out = Cutouts(x, o, 9);
+  ASSERT_EQ(out.size(0), 6);
+  for (int64_t i = 0; i < out.size(0); ++i) EXPECT_TRUE(at::equal(out[i], x[0])) << "cutout " << i;
+}
+
+TEST(MakeCutoutsTest, UpsamplesWhenTheImageIsSmallerThanCutSize) {
+  CutoutOptions o = Plain();
+  o.cut_size = 48;
+  const at::Tensor out = Cutouts(at::full({1, 3, 32, 32}, 0.25f), o, 3);
+  ASSERT_EQ(out.sizes(), (at::IntArrayRef{6, 3, 48, 48}));
+  EXPECT_TRUE(at::allclose(out, at::full_like(out, 0.25f)));
+}
+
+TEST(MakeCutoutsTest, ZeroMagnitudeAugmentationsKeepTheCrop) {
+  // Every augmentation runs but with ranges of zero: the affine and perspective grids are the identity, the
+  // jitter factors 1, the erased rectangle a single pixel.
+  CutoutOptions o = Small();
+  o.augment_probability = 1;
+  o.noise_max = 0;
+  o.rotation_degrees = o.translate = o.shear_degrees = o.perspective_distortion = 0;
+  o.brightness = o.contrast = o.saturation = 0;
+  o.erase_area_min = o.erase_area_max = 1e-6f;
+  o.erase_value = 1;
+  const at::Tensor x = Image(6) * 0.5;
+  const at::Tensor crops = Cutouts(x, Plain(), 11);
+  const at::Tensor out = Cutouts(x, o, 11);
+  const at::Tensor differs = (out - crops).abs().gt(1e-4);
+  EXPECT_TRUE(differs.sum({1, 2, 3}).eq(3).all().item<bool>()) << differs.sum({1, 2, 3});
+}
+
+TEST(MakeCutoutsTest, AugmentationsChangeTheCrops) {
+  CutoutOptions o = Small();
+  o.augment_probability = 1;
+  o.noise_max = 0;
+  const at::Tensor x = Image(7);
+  const at::Tensor changed = (Cutouts(x, o, 13) - Cutouts(x, Plain(), 13)).abs().amax({1, 2, 3});
+  EXPECT_TRUE(changed.gt(1e-3).all().item<bool>()) << changed;
+}
+
+TEST(MakeCutoutsTest, GradientsReachTheImageThroughAugmentations) {
+  for (float probability : {0.7f, 1.0f}) {
+    CutoutOptions o = Small();
+    o.augment_probability = probability;
+    o.hue = 0.1f;
+    const at::Tensor x = Image(8, 2).requires_grad_(true);
+    const at::Tensor out = Cutouts(x, o, 17);
+    (out * at::linspace(0.5, 1.5, out.numel()).view(out.sizes())).sum().backward();
+    ASSERT_TRUE(x.grad().defined());
+    EXPECT_TRUE(x.grad().isfinite().all().item<bool>()) << "p = " << probability;
+    // Every image gets gradient.
+    EXPECT_TRUE(x.grad().abs().sum({1, 2, 3}).gt(0).all().item<bool>()) << "p = " << probability;
+  }
+}
+
+TEST(MakeCutoutsTest, ValuesStayFiniteUnderExtremeOptions) {
+  CutoutOptions o = Small();
+  o.cutn = 16;
+  o.augment_probability = 1;
+  o.rotation_degrees = 180;
+  o.translate = 1;
+  o.shear_degrees = 45;
+  o.perspective_distortion = 1;
+  o.brightness = o.contrast = o.saturation = 1;
+  o.hue = 0.5;
+  o.erase_area_max = 1;
+  o.erase_aspect_max = 100;
+  o.noise_max = 1;
+  for (float cut_pow : {0.0f, 1.0f, 100.0f}) {
+    o.cut_pow = cut_pow;
+    const at::Tensor out = Cutouts(Image(9, 1, 24), o, 19);
+    EXPECT_TRUE(out.isfinite().all().item<bool>()) << "cut_pow " << cut_pow;
+  }
+}
+
+TEST(MakeCutoutsTest, ProcessesReducedPrecisionImagesOnCpu) {
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    CutoutOptions o = Small();
+    o.augment_probability = 1;
+    const at::Tensor x = Image(10).to(dtype).requires_grad_(true);
+    const at::Tensor out = Cutouts(x, o, 21);
+    EXPECT_EQ(out.scalar_type(), dtype);
+    EXPECT_TRUE(out.isfinite().all().item<bool>()) << dtype;
+    out.sum().backward();
+    EXPECT_GT(x.grad().abs().sum().item<float>(), 0) << dtype;
+  }
+}
+
+TEST(ValidateCutoutOptionsTest, AcceptsDefaults) { EXPECT_THAT(ValidateCutoutOptions({}), IsOk()); }
+
+TEST(ValidateCutoutOptionsTest, RejectsOutOfRangeFieldsNamingThem) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::pair<std::string, std::function<void(CutoutOptions&)>> cases[] = {
+      {"cutn", [](CutoutOptions& o) { o.cutn = 0; }},
+      {"cut_size", [](CutoutOptions& o) { o.cut_size = 5000; }},
+      {"cut_pow", [](CutoutOptions& o) { o.cut_pow = -1; }},
+      {"augment_probability", [](CutoutOptions& o) { o.augment_probability = 1.5f; }},
+      {"noise_max", [&](CutoutOptions& o) { o.noise_max = nan; }},
+      {"hue", [](CutoutOptions& o) { o.hue = 0.6f; }},
+      {"rotation_degrees", [](CutoutOptions& o) { o.rotation_degrees = -1; }},
+      {"shear_degrees", [](CutoutOptions& o) { o.shear_degrees = 60; }},
+      {"perspective_distortion", [](CutoutOptions& o) { o.perspective_distortion = 2; }},
+      {"erase_area_min", [](CutoutOptions& o) { o.erase_area_min = 0; }},
+      {"erase_area_min", [](CutoutOptions& o) { o.erase_area_min = 0.5f; }},
+      {"erase_aspect_min", [&](CutoutOptions& o) { o.erase_aspect_min = nan; }},
+      {"erase_value", [](CutoutOptions& o) { o.erase_value = 2; }},
+  };
+  for (const auto& [field, mutate] : cases) {
+    CutoutOptions o;
+    mutate(o);
+    EXPECT_THAT(ValidateCutoutOptions(o),
+                StatusIs(absl::StatusCode::kInvalidArgument, AllOf(HasSubstr(field), HasSubstr("allowed range"))));
+  }
+}
+
+}  // namespace
+}  // namespace clipserve::generation

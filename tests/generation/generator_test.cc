@@ -1,0 +1,178 @@
+// The generation step on the fixture models (a tiny random-weight CLIP at 224 px and a tiny VQGAN, f = 4):
+// validation, determinism by seed, independence from batching, the loss going down, the codebook clamp, init
+// images, and ClampWithGrad's gradient.
+#include "server/generation/generator.h"
+
+#include <memory>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fixtures.h"
+#include "tests/testing/status_matchers.h"
+
+namespace clipserve::generation {
+namespace {
+
+using ::clipserve::testing::FixtureDir;
+using ::clipserve::testing::IsOk;
+using ::clipserve::testing::StatusIs;
+using ::testing::HasSubstr;
+
+class GeneratorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CLIPSERVE_REQUIRE_FIXTURES();
+    auto clip = clip::ClipBundle::Load({.dir = FixtureDir() / "clip"});
+    ASSERT_THAT(clip, IsOk());
+    vqgan::VqganModel::Options vo;
+    vo.model_dir = FixtureDir() / "vqgan";
+    auto vq = vqgan::VqganModel::Load(vo);
+    ASSERT_THAT(vq, IsOk());
+    auto models = GenerationModels::Create(std::move(vq).value(), std::move(clip).value());
+    ASSERT_THAT(models, IsOk());
+    models_ = *models;
+  }
+
+  static JobOptions Options(const std::string& prompt, uint64_t seed, int size = 32) {
+    JobOptions o;
+    auto prompts = ParsePrompts(prompt, "prompt");
+    EXPECT_THAT(prompts, IsOk());
+    if (prompts.ok()) o.prompts = *prompts;
+    o.width = o.height = size;
+    o.steps = 4;
+    o.seed = seed;
+    o.cutouts.cutn = 4;
+    return o;
+  }
+
+  std::unique_ptr<Job> MakeJob(JobOptions o) {
+    auto job = Job::Create(models_, std::move(o));
+    EXPECT_THAT(job, IsOk());
+    return job.ok() ? std::move(job).value() : nullptr;
+  }
+
+  // Runs `steps` steps of `job` alone and returns the stats.
+  std::vector<StepStats> RunAlone(Job* job, int steps) {
+    std::vector<StepStats> out;
+    for (int i = 0; i < steps; ++i) {
+      auto s = Step(models_, {job});
+      EXPECT_THAT(s, IsOk());
+      if (s.ok()) out.push_back((*s)[0]);
+    }
+    return out;
+  }
+
+  GenerationModels models_;
+};
+
+TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
+  JobOptions o = Options("a red circle", 1);
+  o.width = 30;
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("width")));
+  o = Options("a red circle", 1);
+  o.steps = 0;
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("steps")));
+  o = Options("a red circle", 1);
+  o.prompts[0].weight = -1;
+  EXPECT_THAT(Job::Create(models_, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("positive weight")));
+  o = Options("a red circle", 1);
+  o.prompts[0].text = std::string(2000, 'a') + " b";
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("prompt 1")));
+  o = Options("a red circle", 1);
+  o.cutouts.cutn = 0;
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cutn")));
+  o = Options("a red circle", 1);
+  o.init_image = at::zeros({3, 16, 16});
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("init_image")));
+}
+
+TEST_F(GeneratorTest, TheSeedMakesARunRepeatable) {
+  auto a = MakeJob(Options("a red circle", 7));
+  auto b = MakeJob(Options("a red circle", 7));
+  auto c = MakeJob(Options("a red circle", 8));
+  const auto sa = RunAlone(a.get(), 3), sb = RunAlone(b.get(), 3), sc = RunAlone(c.get(), 3);
+  ASSERT_EQ(sa.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(sa[i].step, i + 1);
+    EXPECT_EQ(sa[i].loss, sb[i].loss);
+    EXPECT_TRUE(at::equal(sa[i].image, sb[i].image));
+  }
+  EXPECT_FALSE(at::equal(sa[0].image, sc[0].image));
+}
+
+// The acceptance property of batching: a job's run does not depend on which jobs shared its passes.
+TEST_F(GeneratorTest, AJobsRunDoesNotDependOnItsBatchmates) {
+  auto alone = MakeJob(Options("a red circle", 3));
+  const auto expected = RunAlone(alone.get(), 3);
+
+  auto job = MakeJob(Options("a red circle", 3));
+  auto other = MakeJob(Options("a blue star:2 | a green background:-0.5", 99));
+  auto bigger = MakeJob(Options("a yellow heart", 5, /*size=*/48));
+  for (int i = 0; i < 3; ++i) {
+    auto s = Step(models_, {other.get(), job.get(), bigger.get()});
+    ASSERT_THAT(s, IsOk());
+    ASSERT_EQ(s->size(), 3u);
+    EXPECT_EQ((*s)[2].image.size(1), 48);
+    const StepStats& got = (*s)[1];
+    EXPECT_EQ(got.step, i + 1);
+    EXPECT_NEAR(got.loss, expected[i].loss, 1e-4 * std::max(1.0f, std::abs(expected[i].loss)));
+    EXPECT_NEAR(got.similarity, expected[i].similarity, 1e-4);
+    EXPECT_LT((got.image - expected[i].image).abs().max().item<float>(), 1e-3) << "step " << i + 1;
+  }
+}
+
+TEST_F(GeneratorTest, TheLossFallsAndTheLatentStaysInTheCodebooksRange) {
+  JobOptions o = Options("a red circle", 11);
+  o.steps = 25;
+  o.cutouts.augment = false;
+  o.cutouts.noise_max = 0;
+  auto job = MakeJob(o);
+  const auto stats = RunAlone(job.get(), 25);
+  ASSERT_EQ(stats.size(), 25u);
+  EXPECT_TRUE(job->finished());
+  EXPECT_LT(stats.back().loss, stats.front().loss);
+  EXPECT_GT(stats.back().similarity, stats.front().similarity);
+  for (const StepStats& s : stats) {
+    EXPECT_GE(s.image.min().item<float>(), 0.0f);
+    EXPECT_LE(s.image.max().item<float>(), 1.0f);
+  }
+  // A finished job cannot step; neither can a job listed twice.
+  EXPECT_THAT(Step(models_, {job.get()}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unfinished")));
+  auto fresh = MakeJob(Options("a red circle", 1));
+  EXPECT_THAT(Step(models_, {fresh.get(), fresh.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("once")));
+  auto image = job->Render(models_);
+  ASSERT_THAT(image, IsOk());
+  EXPECT_EQ(image->sizes(), (std::vector<int64_t>{3, 32, 32}));
+}
+
+TEST_F(GeneratorTest, AnInitImageStartsFromItsReconstruction) {
+  JobOptions o = Options("a red circle", 2);
+  o.init_image = at::rand({3, 32, 32}, at::detail::createCPUGenerator(5));
+  const at::Tensor init = o.init_image;
+  auto job = MakeJob(o);
+  auto start = job->Render(models_);
+  ASSERT_THAT(start, IsOk());
+  auto recon = models_.vqgan->Reconstruct(init.unsqueeze(0) * 2 - 1, vqgan::GradMode::kInferenceMode);
+  ASSERT_THAT(recon, IsOk());
+  const at::Tensor want = (*recon)[0].add(1).div(2).clamp(0, 1);
+  EXPECT_LT((*start - want).abs().max().item<float>(), 1e-5);
+}
+
+TEST(ClampWithGradTest, PassesOnlyGradientsThatPullBackIntoRange) {
+  at::Tensor x = at::tensor({-0.5f, 0.5f, 1.5f}).set_requires_grad(true);
+  at::Tensor y = ClampWithGrad(x, 0, 1);
+  EXPECT_TRUE(at::equal(y.detach(), at::tensor({0.0f, 0.5f, 1.0f})));
+  // d(loss)/dy = +1 everywhere: descending moves x down, which pulls 1.5 back in but pushes -0.5 further out.
+  y.sum().backward();
+  EXPECT_TRUE(at::equal(x.grad(), at::tensor({0.0f, 1.0f, 1.0f})));
+  x.mutable_grad().zero_();
+  y = ClampWithGrad(x, 0, 1);
+  (-y.sum()).backward();
+  EXPECT_TRUE(at::equal(x.grad(), at::tensor({-1.0f, -1.0f, 0.0f})));
+}
+
+}  // namespace
+}  // namespace clipserve::generation
