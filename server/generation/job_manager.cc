@@ -167,6 +167,7 @@ struct JobManager::Record {
   FrameOptions frames;
   bool detach = false;
   int total_steps = 0;
+  uint64_t seed = 0;
   absl::Time created;
   // Used only by the thread running the job's step (one step of a job is in flight at a time).
   std::unique_ptr<Job> job;
@@ -178,6 +179,8 @@ struct JobManager::Record {
   absl::Time started;
   absl::Time finished;
   int step = 0;
+  float loss = 0;  // of the last step
+  float similarity = 0;
   int queue_position = 0;
   bool cancel_requested = false;
   absl::Status cancel_status;
@@ -243,7 +246,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(const JobManagerO
                                                   .batching = options.step_batching,
                                                   .runner = [raw](absl::Span<Task* const> batch) {
                                                     return raw->RunSteps(batch);
-                                                  }}));
+                                                  },
+                                                  .observer = options.lane_observer}));
   return manager;
 }
 
@@ -302,6 +306,7 @@ absl::StatusOr<JobManager::Submitted> JobManager::Submit(GenerationRequest reque
   record->frames = request.frames;
   record->detach = request.detach;
   record->total_steps = request.job.steps;
+  record->seed = request.job.seed;
   auto no_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
     if (shut_down_) return absl::UnavailableError("server is shutting down");
     if (active_ >= options_.max_active_jobs && static_cast<int>(queue_.size()) >= options_.max_queued_jobs) {
@@ -533,6 +538,8 @@ void JobManager::OnStepDone(const std::shared_ptr<Record>& record, const absl::S
       stop = record->cancel_requested ? record->cancel_status : status;
     } else {
       record->step = stats.step;
+      record->loss = stats.loss;
+      record->similarity = stats.similarity;
       if (record->cancel_requested && stats.step < record->total_steps) stop = record->cancel_status;
     }
     if (!stop.ok()) stop_state = stop.code() == absl::StatusCode::kCancelled ? JobState::kCancelled : JobState::kFailed;
@@ -567,10 +574,13 @@ void JobManager::Finish(const std::shared_ptr<Record>& record, JobState state, c
   std::vector<std::shared_ptr<Record>> to_start;
   std::vector<std::pair<std::shared_ptr<Record>, int>> moved;
   int step = 0;
+  float loss = 0, similarity = 0;
   absl::Duration elapsed;
   {
     absl::MutexLock lock(&mu_);
     if (record->state != JobState::kQueued && record->state != JobState::kRunning) return;
+    loss = record->loss;
+    similarity = record->similarity;
     if (record->state == JobState::kRunning) {
       --active_;
     } else {
@@ -591,7 +601,12 @@ void JobManager::Finish(const std::shared_ptr<Record>& record, JobState state, c
   } else {
     spdlog::info("generation {} {} at step {}: {}", record->id, JobStateName(state), step, status.ToString());
   }
-  JobEvent event{.job_id = record->id, .step = step, .total_steps = record->total_steps, .elapsed = elapsed};
+  JobEvent event{.job_id = record->id,
+                 .step = step,
+                 .total_steps = record->total_steps,
+                 .loss = loss,
+                 .similarity = similarity,
+                 .elapsed = elapsed};
   if (state == JobState::kCompleted) {
     event.kind = JobEvent::Kind::kCompleted;
   } else {
@@ -655,6 +670,7 @@ void JobManager::ReportCountsLocked() {
 }
 
 void JobManager::PublishInOrder(const std::shared_ptr<Record>& record, JobEvent event, at::Tensor image) {
+  event.seed = record->seed;
   {
     absl::MutexLock lock(&record->watch_mu);
     record->pending.push_back({std::move(event), std::move(image)});

@@ -78,13 +78,14 @@ struct JobEvent {
   int step = 0;
   int total_steps = 0;
   float loss = 0;
-  float similarity = 0;
+  float similarity = 0;    // kCompleted: of the last step
   absl::Duration elapsed;  // since the job started running
   std::string frame;       // encoded image; empty when none
   FrameFormat frame_format = FrameFormat::kPng;
   int frame_width = 0;
   int frame_height = 0;
   absl::Status status;  // kFailed only
+  uint64_t seed = 0;    // the job's seed (every event)
 
   bool terminal() const { return kind == Kind::kCompleted || kind == Kind::kFailed; }
 };
@@ -161,6 +162,7 @@ struct JobManagerOptions {
   absl::Duration keep_finished = absl::Minutes(10);
   int max_finished = 100;
   std::shared_ptr<GenerationObserver> observer;
+  std::shared_ptr<LaneObserver> lane_observer;  // of the step lane
 };
 
 class JobManager {

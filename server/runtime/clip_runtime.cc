@@ -245,6 +245,7 @@ class ClipRuntime::Impl {
   }
 
   clip::ClipBundle& bundle() { return *bundle_; }
+  std::shared_ptr<const clip::ClipBundle> shared_bundle() const { return bundle_; }
   const EmbeddingCache& cache() const { return cache_; }
 
  private:
@@ -336,7 +337,7 @@ class ClipRuntime::Impl {
   }
 
   const ClipRuntimeOptions options_;
-  std::unique_ptr<clip::ClipBundle> bundle_;
+  std::shared_ptr<clip::ClipBundle> bundle_;
   ThreadPool* const pool_;
   EmbeddingCache cache_;
   Lane* text_lane_ = nullptr;
@@ -383,5 +384,6 @@ absl::StatusOr<std::vector<TokenizedText>> ClipRuntime::Tokenize(absl::Span<cons
 absl::Status ClipRuntime::WarmUp() { return impl_->WarmUp(); }
 
 const EmbeddingCache& ClipRuntime::text_cache() const { return impl_->cache(); }
+std::shared_ptr<const clip::ClipBundle> ClipRuntime::bundle() const { return impl_->shared_bundle(); }
 
 }  // namespace clipserve::runtime

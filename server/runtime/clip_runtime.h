@@ -26,6 +26,10 @@
 #include "server/core/worker_pool.h"
 #include "server/runtime/embedding_cache.h"
 
+namespace clipserve::clip {
+struct ClipBundle;
+}  // namespace clipserve::clip
+
 namespace clipserve::runtime {
 
 // An image as the caller has it: encoded bytes, or raw RGB pixels. The bytes must stay valid until `done`.
@@ -115,6 +119,8 @@ class ClipRuntime {
 
   const ModelDescription& description() const { return description_; }
   const EmbeddingCache& text_cache() const;
+  // The model itself (tokenizer, preprocessing, towers), e.g. for generation, which drives the towers directly.
+  std::shared_ptr<const clip::ClipBundle> bundle() const;
 
   class Impl;
 

@@ -1,6 +1,7 @@
 #include "server/service/config.h"
 
 #include <set>
+#include <tuple>
 #include <thread>
 
 #include <google/protobuf/io/tokenizer.h>
@@ -101,8 +102,8 @@ absl::Status FinalizeModel(const std::string& field, const fs::path& base_dir, M
   if (!model_config.ok()) return Bad(field + ".path", std::string(model_config.status().message()));
   if (model_config->is_object() && model_config->contains("ddconfig")) {
     return Bad(field + ".path", absl::StrCat("'", path.string(),
-                                             "' is a VQGAN directory; this server version serves CLIP models only "
-                                             "(VQGAN models are used by generation, not built yet)"));
+                                             "' is a VQGAN directory; models serve CLIP directories, and a VQGAN "
+                                             "goes in generation.vqgan_path"));
   }
   if (m->device().empty()) m->set_device("cpu");
   uint32_t index = 0;
@@ -119,6 +120,57 @@ absl::Status FinalizeModel(const std::string& field, const fs::path& base_dir, M
   if (!m->has_text_cache_entries()) m->set_text_cache_entries(10000);
   CLIPSERVE_RETURN_IF_ERROR(FinalizeLane(field + ".text_lane", m->mutable_text_lane()));
   return FinalizeLane(field + ".image_lane", m->mutable_image_lane());
+}
+
+absl::Status FinalizeGeneration(const fs::path& base_dir, const ServerConfig& config, GenerationConfig* g) {
+  if (g->vqgan_path().empty()) return absl::OkStatus();
+  fs::path path = g->vqgan_path();
+  if (path.is_relative()) path = base_dir / path;
+  path = path.lexically_normal();
+  g->set_vqgan_path(path.string());
+  auto vq_config = ReadJsonFile(path / "config.json");
+  if (!vq_config.ok() || !vq_config->is_object() || !vq_config->contains("ddconfig")) {
+    return Bad("generation.vqgan_path",
+               absl::StrCat("'", path.string(), "' is not a VQGAN directory (config.json with a ddconfig)"));
+  }
+  if (g->clip_model().empty()) {
+    for (const ModelConfig& m : config.models()) {
+      if (m.default_()) g->set_clip_model(m.name());
+    }
+  }
+  bool found = false;
+  for (const ModelConfig& m : config.models()) found |= m.name() == g->clip_model();
+  if (!found) return Bad("generation.clip_model", absl::StrCat("'", g->clip_model(), "' is not a served model"));
+  if (!g->has_max_active_jobs()) g->set_max_active_jobs(4);
+  if (!g->has_max_queued_jobs()) g->set_max_queued_jobs(16);
+  if (g->max_active_jobs() < 1 || g->max_active_jobs() > 256) {
+    return Bad("generation.max_active_jobs", absl::StrCat(g->max_active_jobs(), "; use 1 to 256"));
+  }
+  if (g->max_queued_jobs() > 10000) {
+    return Bad("generation.max_queued_jobs", absl::StrCat(g->max_queued_jobs(), "; use 0 to 10000"));
+  }
+  if (!g->has_max_side()) g->set_max_side(256);
+  if (!g->has_max_steps()) g->set_max_steps(1000);
+  if (!g->has_max_cutn()) g->set_max_cutn(64);
+  if (!g->has_max_frame_side()) g->set_max_frame_side(1024);
+  if (!g->has_default_side()) g->set_default_side(vq_config->value("ddconfig", nlohmann::json::object()).value("resolution", 64));
+  for (const auto& [name, value, hi] : {std::tuple<const char*, uint32_t, uint32_t>{"max_side", g->max_side(), 8192},
+                                        {"max_steps", g->max_steps(), 100000},
+                                        {"max_cutn", g->max_cutn(), 4096},
+                                        {"max_frame_side", g->max_frame_side(), 8192},
+                                        {"default_side", g->default_side(), g->max_side()}}) {
+    if (value < 1 || value > hi) return Bad(absl::StrCat("generation.", name), absl::StrCat(value, "; use 1 to ", hi));
+  }
+  if (!g->has_keep_finished_s()) g->set_keep_finished_s(600);
+  LaneConfig* lane = g->mutable_step_lane();
+  if (lane->max_batch_size() == 0) lane->set_max_batch_size(g->max_active_jobs());
+  if (lane->max_queue_size() == 0) lane->set_max_queue_size(std::max<uint32_t>(1024, g->max_active_jobs()));
+  CLIPSERVE_RETURN_IF_ERROR(FinalizeLane("generation.step_lane", lane));
+  if (lane->max_queue_size() < g->max_active_jobs()) {
+    return Bad("generation.step_lane.max_queue_size",
+               absl::StrCat(lane->max_queue_size(), " is smaller than max_active_jobs (", g->max_active_jobs(), ")"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -144,6 +196,9 @@ absl::Status FinalizeServerConfig(ServerConfig* config, const fs::path& base_dir
   }
   if (defaults > 1) return Bad("models", "more than one model sets default: true");
   if (defaults == 0) config->mutable_models(0)->set_default_(true);
+  if (config->has_generation()) {
+    CLIPSERVE_RETURN_IF_ERROR(FinalizeGeneration(base_dir, *config, config->mutable_generation()));
+  }
 
   auto* limits = config->mutable_limits();
   if (limits->max_items_per_request() == 0) limits->set_max_items_per_request(256);

@@ -12,6 +12,7 @@ namespace clipserve::service {
 using ServerConfig = ::clipserve::v1::config::ServerConfig;
 using ModelConfig = ::clipserve::v1::config::ModelConfig;
 using LaneConfig = ::clipserve::v1::config::LaneConfig;
+using GenerationConfig = ::clipserve::v1::config::GenerationConfig;
 
 // Parses text-format `text` (named `origin` in messages; relative model paths are resolved against
 // `base_dir`), fills in defaults and validates. Errors are INVALID_ARGUMENT naming the field

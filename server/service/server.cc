@@ -18,13 +18,17 @@
 #include "server/http/http_server.h"
 #include "server/http/observability.h"
 #include "server/runtime/clip_runtime.h"
+#include "server/generation/job_manager.h"
+#include "server/models/vqgan/vqgan.h"
 #include "server/service/clip_service.h"
+#include "server/service/generation_service.h"
 #include "server/service/service_metrics.h"
 
 namespace clipserve::service {
 namespace {
 
 constexpr char kServiceName[] = "clipserve.v1.Clip";
+constexpr char kGenerationServiceName[] = "clipserve.v1.Generation";
 
 runtime::LaneSettings LaneFromConfig(const LaneConfig& c) {
   runtime::LaneSettings s;
@@ -59,6 +63,7 @@ class Server::Impl {
                                                               .max_queue_size = 4096,
                                                               .name = "cpu pool"}));
     service_ = std::make_unique<ClipService>(config_.limits(), metrics_.get());
+    generation_service_ = std::make_unique<GenerationService>(cpu_pool_.get(), metrics_.get());
     http::HttpServer::Options http;
     http.listen_address = config_.listen_address();
     http.port = static_cast<int>(config_.http_port());
@@ -81,6 +86,7 @@ class Server::Impl {
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
     builder.SetMaxSendMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
     builder.RegisterService(service_.get());
+    builder.RegisterService(generation_service_.get());
     grpc_server_ = builder.BuildAndStart();
     if (grpc_server_ == nullptr || grpc_port_ == 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
@@ -135,6 +141,9 @@ class Server::Impl {
                    m.path(), absl::ToDoubleSeconds(absl::Now() - t0), d.embedding_dim, d.image_size,
                    d.context_length, d.device, d.dtype);
     }
+    if (config_.has_generation() && !config_.generation().vqgan_path().empty()) {
+      CLIPSERVE_RETURN_IF_ERROR(StartGeneration(set));
+    }
     const int intra = static_cast<int>(config_.threads().intra_op_threads());
     for (const auto& [device_name, instances] : instances_per_device) {
       CLIPSERVE_ASSIGN_OR_RETURN(Device device, ParseDevice(device_name));
@@ -168,6 +177,9 @@ class Server::Impl {
     spdlog::info("shutting down: refusing new calls, draining for up to {} ms", config_.drain_timeout_ms());
     SetHealth(false);
     service_->StopAdmitting();
+    generation_service_->StopAdmitting();
+    // Generation jobs run for minutes: they stop after their current step (their streams end UNAVAILABLE).
+    if (generation_ != nullptr) generation_->Shutdown();
     if (!service_->WaitForInFlight(deadline)) {
       spdlog::warn("drain deadline passed with {} call(s) in flight; their queued rows fail UNAVAILABLE",
                    service_->in_flight());
@@ -190,6 +202,58 @@ class Server::Impl {
   int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
 
  private:
+  // Loads the VQGAN next to the CLIP that steers it and starts the job manager with its step lane.
+  absl::Status StartGeneration(const ModelSet& set) {
+    const GenerationConfig& g = config_.generation();
+    const absl::Time t0 = absl::Now();
+    const ModelConfig* clip_config = nullptr;
+    for (const ModelConfig& m : config_.models()) {
+      if (m.name() == g.clip_model()) clip_config = &m;
+    }
+    auto runtime = set.models.find(g.clip_model());
+    if (clip_config == nullptr || runtime == set.models.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("generation.clip_model '", g.clip_model(), "' is not loaded"));
+    }
+    std::shared_ptr<const clip::ClipBundle> bundle = runtime->second->bundle();
+    vqgan::VqganModel::Options vo;
+    vo.model_dir = g.vqgan_path();
+    vo.device = bundle->model->device();
+    auto vq = vqgan::VqganModel::Load(vo);
+    if (!vq.ok()) {
+      return absl::Status(vq.status().code(), absl::StrCat("generation.vqgan_path: ", vq.status().message()));
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
+                               generation::GenerationModels::Create(std::move(vq).value(), bundle));
+    CLIPSERVE_ASSIGN_OR_RETURN(Scheduler * scheduler, SchedulerFor(clip_config->device()));
+    generation::JobManagerOptions o;
+    o.models = models;
+    o.scheduler = scheduler;
+    o.step_batching = LaneFromConfig(g.step_lane()).batching;
+    o.cpu_pool = cpu_pool_.get();
+    o.max_active_jobs = static_cast<int>(g.max_active_jobs());
+    o.max_queued_jobs = static_cast<int>(g.max_queued_jobs());
+    o.limits = {.max_side = static_cast<int>(g.max_side()),
+                .max_steps = static_cast<int>(g.max_steps()),
+                .max_cutn = static_cast<int>(g.max_cutn()),
+                .max_frame_side = static_cast<int>(g.max_frame_side())};
+    o.keep_finished = absl::Seconds(g.keep_finished_s());
+    CLIPSERVE_ASSIGN_OR_RETURN(o.observer, MakeGenerationMetrics(&registry_));
+    o.lane_observer = metrics_->LaneObserverFor("generation", "step");
+    CLIPSERVE_ASSIGN_OR_RETURN(generation_, generation::JobManager::Create(o));
+    Lane* lane = scheduler->FindLane(o.lane_name);
+    CLIPSERVE_RETURN_IF_ERROR(
+        metrics_->queue_depth()->Set({"generation", "step"}, [lane] { return lane->queue_depth(); }));
+    generation_service_->SetManager(generation_.get(),
+                                    {.default_side = static_cast<int>(g.default_side()),
+                                     .max_text_bytes = static_cast<int>(config_.limits().max_text_bytes()),
+                                     .max_image_bytes = static_cast<int64_t>(config_.limits().max_image_bytes()),
+                                     .max_image_pixels = static_cast<int64_t>(config_.limits().max_image_pixels())});
+    spdlog::info("generation ready in {:.1f} s: VQGAN {} (factor {}) with CLIP '{}', up to {} jobs at once, {} queued",
+                 absl::ToDoubleSeconds(absl::Now() - t0), g.vqgan_path(), models.vqgan->downsample_factor(),
+                 g.clip_model(), g.max_active_jobs(), g.max_queued_jobs());
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<Scheduler*> SchedulerFor(const std::string& device) {
     auto it = schedulers_.find(device);
     if (it != schedulers_.end()) return it->second.get();
@@ -203,6 +267,7 @@ class Server::Impl {
     if (health == nullptr) return;
     health->SetServingStatus(serving);
     health->SetServingStatus(kServiceName, serving);
+    health->SetServingStatus(kGenerationServiceName, serving && generation_ != nullptr);
   }
 
   const ServerConfig config_;
@@ -210,12 +275,15 @@ class Server::Impl {
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;
   std::unique_ptr<ClipService> service_;
+  std::unique_ptr<GenerationService> generation_service_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;
   // Declared before the runtimes and workers that refer to them: destroyed after.
   std::map<std::string, std::unique_ptr<Scheduler>> schedulers_;
   std::vector<std::unique_ptr<runtime::ClipRuntime>> runtimes_;
+  // After the schedulers (its lane lives there) and before the workers (destroyed once they have stopped).
+  std::unique_ptr<generation::JobManager> generation_;
   std::vector<std::unique_ptr<WorkerPool>> workers_;
 
   absl::Mutex mu_;

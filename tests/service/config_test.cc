@@ -90,10 +90,36 @@ TEST_F(ConfigTest, InvalidValuesNameTheField) {
       {R"(logging { format: "xml" } models { name: "a" path: "m1" })", "logging.format"},
       {R"(limits { max_image_bytes: 100 max_message_bytes: 10 } models { name: "a" path: "m1" })",
        "limits.max_image_bytes"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "m1" })", "generation.vqgan_path"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" clip_model: "b" })",
+       "generation.clip_model: 'b'"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" max_active_jobs: 0 })",
+       "generation.max_active_jobs"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" max_side: 128 default_side: 256 })",
+       "generation.default_side"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" step_lane { max_queue_size: 2 max_batch_size: 1 } })",
+       "generation.step_lane.max_queue_size"},
   };
   for (const auto& [text, message] : cases) {
     EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << text;
   }
+}
+
+TEST_F(ConfigTest, GenerationDefaultsFollowTheModelsAndTheVqgan) {
+  auto c = Parse(R"(models { name: "a" path: "m1" } models { name: "b" path: "m2" default: true }
+                    generation { vqgan_path: "vq" })");
+  ASSERT_THAT(c, IsOk());
+  const GenerationConfig& g = c->generation();
+  EXPECT_EQ(g.vqgan_path(), (dir_ / "vq").string());
+  EXPECT_EQ(g.clip_model(), "b");  // the default model
+  EXPECT_EQ(g.max_active_jobs(), 4u);
+  EXPECT_EQ(g.max_queued_jobs(), 16u);
+  EXPECT_EQ(g.default_side(), 64u);  // no resolution in the VQGAN's ddconfig
+  EXPECT_EQ(g.step_lane().max_batch_size(), 4u);
+  EXPECT_EQ(g.keep_finished_s(), 600u);
+  // Without a vqgan_path there is no generation, and nothing else is checked.
+  auto none = Parse(R"(models { name: "a" path: "m1" } generation { clip_model: "zzz" })");
+  ASSERT_THAT(none, IsOk());
 }
 
 TEST_F(ConfigTest, ModelFlagAddsAModel) {

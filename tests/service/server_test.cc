@@ -117,6 +117,22 @@ TEST_F(ServerTest, RankAndSimilarityAgree) {
   for (const auto& r : ranked.results()) EXPECT_NEAR(matrix.cosine(r.index()), r.score(), 1e-5);
 }
 
+TEST_F(ServerTest, GenerationWithoutAVqganIsAFailedPrecondition) {
+  auto stub = v1::Generation::NewStub(channel_);
+  v1::GenerateRequest req;
+  req.set_prompt("a red circle");
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, req);
+  v1::GenerateResponse m;
+  EXPECT_FALSE(reader->Read(&m));
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("generation.vqgan_path"));
+  grpc::ClientContext list_ctx;
+  v1::ListGenerationsResponse list;
+  EXPECT_EQ(stub->ListGenerations(&list_ctx, {}, &list).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
 TEST_F(ServerTest, TokenizeAndModels) {
   v1::TokenizeRequest req;
   req.add_texts("a photo of a cat");
