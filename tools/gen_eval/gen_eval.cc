@@ -1,0 +1,135 @@
+#include "tools/gen_eval/gen_eval.h"
+
+#include <chrono>
+#include <memory>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "server/common/status_macros.h"
+#include "server/models/clip/clip_bundle.h"
+#include "server/models/vqgan/vqgan.h"
+#include "tools/judge/judge.h"
+
+namespace clipserve::gen_eval {
+
+std::string Prompt::Text() const {
+  const std::string c(shapes::ColourName(colour)), s(shapes::ShapeName(shape)), b(shapes::ColourName(background));
+  return absl::StrCat(shapes::Article(c), " ", c, " ", s, " on ", shapes::Article(b), " ", b, " background");
+}
+
+std::vector<Prompt> DefaultPrompts() {
+  using shapes::Colour;
+  using shapes::Shape;
+  return {{Colour::kRed, Shape::kCircle, Colour::kWhite},   {Colour::kBlue, Shape::kSquare, Colour::kYellow},
+          {Colour::kGreen, Shape::kTriangle, Colour::kBlack}, {Colour::kYellow, Shape::kStar, Colour::kBlue},
+          {Colour::kPurple, Shape::kHeart, Colour::kWhite},  {Colour::kWhite, Shape::kCross, Colour::kRed}};
+}
+
+nlohmann::json GenEvalResult::ToJson() const {
+  nlohmann::json runs_json = nlohmann::json::array();
+  for (const Run& r : runs) {
+    runs_json.push_back({{"prompt", r.prompt},
+                         {"seed", r.seed},
+                         {"judged_colour", r.judged_colour},
+                         {"judged_shape", r.judged_shape},
+                         {"colour_ok", r.colour_ok},
+                         {"shape_ok", r.shape_ok},
+                         {"first_similarity", r.first_similarity},
+                         {"last_similarity", r.last_similarity}});
+  }
+  return {{"colour_agreement", colour_agreement},
+          {"shape_agreement", shape_agreement},
+          {"similarity_rose", similarity_rose},
+          {"runs", runs_json},
+          {"seconds", seconds},
+          {"job_steps", job_steps}};
+}
+
+absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
+  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip, clip::ClipBundle::Load({.dir = o.models / "clip"}));
+  vqgan::VqganModel::Options vo;
+  vo.model_dir = o.models / "vqgan";
+  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
+  CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
+                             generation::GenerationModels::Create(std::move(vq), std::move(clip)));
+  struct Pending {
+    Run run;
+    const Prompt* prompt;
+    std::unique_ptr<generation::Job> job;
+  };
+  std::vector<Pending> all;
+  for (const Prompt& p : o.prompts) {
+    for (int seed = 1; seed <= o.seeds; ++seed) {
+      generation::JobOptions j;
+      j.prompts = {{.text = p.Text()}};
+      j.width = j.height = o.size;
+      j.steps = o.steps;
+      j.seed = static_cast<uint64_t>(seed);
+      j.learning_rate = o.learning_rate;
+      j.cutouts.cutn = o.cutn;
+      CLIPSERVE_ASSIGN_OR_RETURN(auto job, generation::Job::Create(models, std::move(j)));
+      all.push_back({Run{.prompt = p.Text(), .seed = static_cast<uint64_t>(seed)}, &p, std::move(job)});
+    }
+  }
+  GenEvalResult result;
+  const auto start = std::chrono::steady_clock::now();
+  for (size_t first = 0; first < all.size(); first += static_cast<size_t>(o.batch_jobs)) {
+    const size_t last = std::min(all.size(), first + static_cast<size_t>(o.batch_jobs));
+    std::vector<generation::Job*> jobs;
+    for (size_t i = first; i < last; ++i) jobs.push_back(all[i].job.get());
+    for (int step = 0; step < o.steps; ++step) {
+      CLIPSERVE_ASSIGN_OR_RETURN(std::vector<generation::StepStats> stats, generation::Step(models, jobs));
+      result.job_steps += static_cast<int64_t>(jobs.size());
+      for (size_t k = 0; k < stats.size(); ++k) {
+        Run& run = all[first + k].run;
+        if (step == 0) run.first_similarity = stats[k].similarity;
+        run.last_similarity = stats[k].similarity;
+      }
+    }
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  int colour_ok = 0, shape_ok = 0, rose = 0;
+  if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
+  // A contact sheet: one row per prompt, one column per seed, enlarged 3×.
+  constexpr int kZoom = 3;
+  cv::Mat sheet(static_cast<int>(o.prompts.size()) * o.size * kZoom, o.seeds * o.size * kZoom, CV_8UC3,
+                cv::Scalar(0, 0, 0));
+  for (size_t i = 0; i < all.size(); ++i) {
+    Pending& p = all[i];
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, p.job->Render(models));
+    const at::Tensor hwc = image.mul(255).round().clamp(0, 255).to(at::kByte).permute({1, 2, 0}).contiguous();
+    const cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3, hwc.data_ptr<uint8_t>());
+    const judge::Judgement j = judge::JudgeImage(rgb);
+    Run& run = p.run;
+    if (j.found) {
+      run.judged_colour = std::string(shapes::ColourName(j.colour));
+      run.judged_shape = std::string(shapes::ShapeName(j.shape));
+      run.colour_ok = j.colour == p.prompt->colour;
+      run.shape_ok = j.shape == p.prompt->shape;
+    }
+    colour_ok += run.colour_ok;
+    shape_ok += run.shape_ok;
+    rose += run.last_similarity > run.first_similarity;
+    if (!o.out_dir.empty()) {
+      cv::Mat bgr;
+      cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+      const int prompt_index = static_cast<int>(i) / o.seeds;
+      cv::imwrite((o.out_dir / absl::StrCat(prompt_index, "_", run.seed, ".png")).string(), bgr);
+      cv::Mat big;
+      cv::resize(bgr, big, {o.size * kZoom, o.size * kZoom}, 0, 0, cv::INTER_NEAREST);
+      big.copyTo(sheet(cv::Rect((static_cast<int>(i) % o.seeds) * o.size * kZoom, prompt_index * o.size * kZoom,
+                                o.size * kZoom, o.size * kZoom)));
+    }
+    result.runs.push_back(run);
+  }
+  if (!o.out_dir.empty()) cv::imwrite((o.out_dir / "sheet.png").string(), sheet);
+  const double n = static_cast<double>(std::max<size_t>(1, all.size()));
+  result.colour_agreement = colour_ok / n;
+  result.shape_agreement = shape_ok / n;
+  result.similarity_rose = rose / n;
+  return result;
+}
+
+}  // namespace clipserve::gen_eval

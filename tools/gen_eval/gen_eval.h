@@ -1,0 +1,63 @@
+// Quality of VQGAN+CLIP generation with the shipped shapes-world models, graded by the independent OpenCV judge
+// (tools/judge), not by the CLIP that steers it: prompts "a {colour} {shape} on a {background} background" ×
+// seeds, run through the server's own generation code (generation::Job / Step, all runs batched together), and
+// for each run whether the picture shows the prompt's colour and shape and whether CLIP's similarity to the
+// prompt rose.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "server/generation/generator.h"
+#include "tools/shapes/world.h"
+
+namespace clipserve::gen_eval {
+
+struct Prompt {
+  shapes::Colour colour;
+  shapes::Shape shape;
+  shapes::Colour background;
+  std::string Text() const;  // "a red circle on a white background"
+};
+
+// The six prompts of the acceptance check: distinct colours and shapes, backgrounds far from the shape colour.
+std::vector<Prompt> DefaultPrompts();
+
+struct GenEvalOptions {
+  std::filesystem::path models;  // with clip/ and vqgan/ (models/shapes-world)
+  std::vector<Prompt> prompts = DefaultPrompts();
+  int seeds = 8;  // seeds 1..seeds per prompt
+  int steps = 150;
+  int size = 64;
+  int cutn = 32;
+  float learning_rate = 0.1f;
+  int batch_jobs = 8;  // runs stepped together per pass
+  // Optional: each final image as <prompt index>_<seed>.png, and sheet.png (rows: prompts, columns: seeds).
+  std::filesystem::path out_dir;
+};
+
+struct Run {
+  std::string prompt;
+  uint64_t seed = 0;
+  std::string judged_colour, judged_shape;  // "" when the judge found nothing
+  bool colour_ok = false, shape_ok = false;
+  float first_similarity = 0, last_similarity = 0;
+};
+
+struct GenEvalResult {
+  std::vector<Run> runs;
+  double colour_agreement = 0;  // share of runs whose picture shows the prompt's colour
+  double shape_agreement = 0;
+  double similarity_rose = 0;   // share of runs whose final similarity exceeds the first
+  double seconds = 0;
+  int64_t job_steps = 0;
+  nlohmann::json ToJson() const;
+};
+
+absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& options);
+
+}  // namespace clipserve::gen_eval
