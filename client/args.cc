@@ -36,7 +36,8 @@ const FlagSpec* FindIn(const std::vector<FlagSpec>& flags, absl::string_view nam
 const std::vector<FlagSpec>& GlobalFlags() {
   static const auto* const kFlags = new std::vector<FlagSpec>{
       {"target", FlagType::kValue, "HOST:PORT", "the server's gRPC address (default localhost:8500)"},
-      {"timeout", FlagType::kValue, "SECONDS", "deadline of each call (default 30)"},
+      {"timeout", FlagType::kValue, "SECONDS",
+       "deadline of each call (default 30; generation streams: none unless given)"},
       {"json", FlagType::kBool, "",
        "print one JSON document: the response (protobuf JSON mapping) or {\"error\": {...}}"},
       {"model", FlagType::kValue, "NAME", "the served model to use (default: the server's default model)"},
@@ -107,7 +108,12 @@ absl::StatusOr<Args> Args::Parse(const VerbSpec& verb, const std::vector<std::st
     std::string name, value;
     bool has_value = false;
     if (!SplitFlag(token, &name, &value, &has_value)) {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", token, "' (flags are --name=value)"));
+      if (verb.positional.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", token, "' (flags are --name=value)"));
+      }
+      name = verb.positional;
+      value = token;
+      has_value = true;
     }
     const FlagSpec* spec = args.Find(name);
     if (spec == nullptr) {

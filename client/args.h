@@ -1,7 +1,8 @@
 // Command-line parsing for clipctl: `clipctl [GLOBAL FLAGS] VERB [FLAGS]`, flags as `--name=value` or
 // `--name value` (`--top-k` and `--top_k` are the same flag), boolean flags as `--json` or `--json=false`.
 // Every verb declares its flags in a VerbSpec; anything else is a usage error, and the spec also renders the
-// verb's usage text.
+// verb's usage text. A verb may take one bare argument, as the value of one of its flags (`clipctl watch JOB` is
+// `clipctl watch --job=JOB`).
 #pragma once
 
 #include <cstdint>
@@ -35,6 +36,8 @@ struct VerbSpec {
   std::string summary;   // one line for the list of verbs
   std::string description;
   std::vector<FlagSpec> flags;
+  // A kValue flag among `flags` whose value may also be given as the one bare argument; empty: none.
+  std::string positional;
 };
 
 // The flags every verb accepts (--target, --timeout, --json, --model, --help).
@@ -55,7 +58,8 @@ absl::StatusOr<CommandLine> SplitVerb(const std::vector<std::string>& argv);
 class Args {
  public:
   // Parses `tokens` against `verb.flags` and the global flags. INVALID_ARGUMENT, naming the token, for an
-  // unknown flag, a positional argument, a missing value, a value-flag given twice or a bad boolean.
+  // unknown flag, a bare argument (unless the verb has a `positional` flag), a missing value, a value-flag given
+  // twice (a bare argument counts as its flag) or a bad boolean.
   static absl::StatusOr<Args> Parse(const VerbSpec& verb, const std::vector<std::string>& tokens);
 
   bool Has(absl::string_view name) const;

@@ -1,11 +1,15 @@
 #include "client/commands.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <iostream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/bench.h"
+#include "client/generation_commands.h"
 #include "client/images.h"
 #include "client/metrics.h"
 #include "client/output.h"
@@ -379,7 +383,7 @@ absl::StatusOr<int> RunBenchVerb(const Args& args, Context& ctx) {
 
 std::string TopUsage(const std::vector<Verb>& verbs) {
   std::string out = kTopUsage;
-  for (const Verb& v : verbs) absl::StrAppend(&out, absl::StrFormat("  %-11s %s\n", v.spec.name, v.spec.summary));
+  for (const Verb& v : verbs) absl::StrAppend(&out, absl::StrFormat("  %-12s %s\n", v.spec.name, v.spec.summary));
   absl::StrAppend(&out, "\nglobal flags:\n");
   for (const FlagSpec& f : GlobalFlags()) {
     std::string left = absl::StrCat("  --", f.name, f.value_name.empty() ? "" : "=", f.value_name);
@@ -390,14 +394,33 @@ std::string TopUsage(const std::vector<Verb>& verbs) {
 
 }  // namespace
 
+Context::Context(std::string target, absl::Duration timeout, bool json, std::ostream& out, std::ostream& err)
+    : target_(std::move(target)),
+      timeout_(timeout),
+      json_(json),
+      out_(out),
+      err_(err),
+      err_is_terminal_(&err == &std::cerr && ::isatty(STDERR_FILENO) == 1) {}
+
+ClientOptions Context::ClientOptionsForTarget() const {
+  ClientOptions options;
+  options.target = target_;
+  options.timeout = timeout_;
+  return options;
+}
+
 absl::StatusOr<ClipClient*> Context::client() {
   if (client_ == nullptr) {
-    ClientOptions options;
-    options.target = target_;
-    options.timeout = timeout_;
-    CLIPSERVE_ASSIGN_OR_RETURN(client_, ClipClient::Create(options));
+    CLIPSERVE_ASSIGN_OR_RETURN(client_, ClipClient::Create(ClientOptionsForTarget()));
   }
   return client_.get();
+}
+
+absl::StatusOr<GenerationClient*> Context::generation_client() {
+  if (generation_client_ == nullptr) {
+    CLIPSERVE_ASSIGN_OR_RETURN(generation_client_, GenerationClient::Create(ClientOptionsForTarget()));
+  }
+  return generation_client_.get();
 }
 
 absl::StatusOr<std::vector<std::string>> CollectTexts(const Args& args) {
@@ -418,9 +441,12 @@ absl::StatusOr<std::vector<std::string>> CollectTexts(const Args& args) {
 }
 
 std::vector<Verb> RemoteVerbs() {
-  return {{EmbedSpec(), RunEmbed},           {ClassifySpec(), RunClassify}, {RankSpec(), RunRank},
-          {SimilaritySpec(), RunSimilarity}, {TokenizeSpec(), RunTokenize}, {ModelsSpec(), RunModels},
-          {HealthSpec(), RunHealth},         {BenchSpec(), RunBenchVerb}};
+  std::vector<Verb> verbs = {{EmbedSpec(), RunEmbed},       {ClassifySpec(), RunClassify},
+                             {RankSpec(), RunRank},         {SimilaritySpec(), RunSimilarity},
+                             {TokenizeSpec(), RunTokenize}, {ModelsSpec(), RunModels},
+                             {HealthSpec(), RunHealth},     {BenchSpec(), RunBenchVerb}};
+  for (Verb& v : GenerationVerbs()) verbs.push_back(std::move(v));
+  return verbs;
 }
 
 int RunClipctl(const std::vector<std::string>& argv, const std::vector<Verb>& verbs, std::ostream& out,
@@ -462,7 +488,7 @@ int RunClipctl(const std::vector<std::string>& argv, const std::vector<Verb>& ve
   if (!timeout_s.ok()) return usage_failure(std::string(timeout_s.status().message()), usage);
   const bool json = args->GetBool("json");
 
-  Context ctx(args->Get("target", "localhost:8500"), absl::Seconds(*timeout_s), json, out);
+  Context ctx(args->Get("target", "localhost:8500"), absl::Seconds(*timeout_s), json, out, err);
   absl::StatusOr<int> rc = verb->run(*args, ctx);
   if (rc.ok()) return *rc;
   if (IsUsageError(rc.status())) return usage_failure(std::string(rc.status().message()), usage);

@@ -1,6 +1,7 @@
-// clipctl's verbs against a server (embed, classify, rank, similarity, tokenize, models, health, bench) and the
-// dispatcher that runs a command line: parse, run, print the answer as a table or as JSON, print errors, and
-// choose the exit code (0 success, 1 failure — an error status, or health not SERVING — 2 usage error).
+// clipctl's verbs against a server (embed, classify, rank, similarity, tokenize, models, health, bench, and the
+// generation verbs of generation_commands.h) and the dispatcher that runs a command line: parse, run, print the
+// answer as a table or as JSON, print errors, and choose the exit code (0 success, 1 failure — an error status,
+// or health not SERVING — 2 usage error, 130 a generation stopped by Ctrl-C).
 #pragma once
 
 #include <functional>
@@ -13,29 +14,40 @@
 #include "absl/time/time.h"
 #include "client/args.h"
 #include "client/clip_client.h"
+#include "client/generation_client.h"
 
 namespace clipserve::client {
 
-// What a verb gets besides its flags: the global options, the output stream and (on first use) a client.
+// What a verb gets besides its flags: the global options, the output streams and (on first use) the clients.
 // Not thread-safe; one per command.
 class Context {
  public:
-  Context(std::string target, absl::Duration timeout, bool json, std::ostream& out)
-      : target_(std::move(target)), timeout_(timeout), json_(json), out_(out) {}
+  // `err` is a terminal when it is std::cerr and file descriptor 2 is a TTY.
+  Context(std::string target, absl::Duration timeout, bool json, std::ostream& out, std::ostream& err);
 
   const std::string& target() const { return target_; }
   absl::Duration timeout() const { return timeout_; }
   bool json() const { return json_; }
   std::ostream& out() { return out_; }
-  // The client for --target, created on first use.
+  // Diagnostics and live progress; a verb's answer goes to out().
+  std::ostream& err() { return err_; }
+  // Live progress may rewrite its line in place ('\r').
+  bool err_is_terminal() const { return err_is_terminal_; }
+  // The clients for --target, created on first use.
   absl::StatusOr<ClipClient*> client();
+  absl::StatusOr<GenerationClient*> generation_client();
 
  private:
+  ClientOptions ClientOptionsForTarget() const;
+
   std::string target_;
   absl::Duration timeout_;
   bool json_;
   std::ostream& out_;
+  std::ostream& err_;
+  bool err_is_terminal_;
   std::unique_ptr<ClipClient> client_;
+  std::unique_ptr<GenerationClient> generation_client_;
 };
 
 struct Verb {

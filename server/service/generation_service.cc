@@ -301,7 +301,7 @@ absl::StatusOr<generation::GenerationRequest> ToGenerationRequest(const v1::Gene
   if (j.seed == 0) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
     do {
-      j.seed = rng() >> 1;  // a value any JSON client can hold exactly is not needed; keep it positive in int64
+      j.seed = rng() >> 11;  // below 2^53: exact in any JSON client
     } while (j.seed == 0);
   }
   if (r.has_learning_rate()) j.learning_rate = r.learning_rate();

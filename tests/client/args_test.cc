@@ -70,6 +70,20 @@ TEST(Args, RejectsUnknownFlagsPositionalsMissingValuesAndRepeats) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--top_k is given more than once")));
 }
 
+TEST(Args, ABareArgumentIsTheValueOfTheVerbsPositionalFlag) {
+  VerbSpec spec{"watch", "JOB", "", "", {{"job", FlagType::kValue, "JOB", ""}, {"out", FlagType::kValue, "DIR", ""}}};
+  spec.positional = "job";
+  CLIPSERVE_ASSERT_OK_AND_ASSIGN(Args a, Args::Parse(spec, {"--json", "gen-1", "--out", "d"}));
+  EXPECT_EQ(a.Get("job"), "gen-1");
+  EXPECT_EQ(a.Get("out"), "d");
+  CLIPSERVE_ASSERT_OK_AND_ASSIGN(Args b, Args::Parse(spec, {"--job=gen-2"}));
+  EXPECT_EQ(b.Get("job"), "gen-2");
+  EXPECT_THAT(Args::Parse(spec, {"gen-1", "--job=gen-2"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--job is given more than once")));
+  EXPECT_THAT(Args::Parse(spec, {"gen-1", "gen-2"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--job is given more than once")));
+}
+
 TEST(Args, NumericFlagsAreValidated) {
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(Args a, Args::Parse(Spec(), {"--top_k=-1", "--timeout=abc"}));
   EXPECT_THAT(a.GetInt("top_k", 0, 0, 10), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--top_k must be")));

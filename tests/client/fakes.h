@@ -1,5 +1,6 @@
-// Test doubles for the client tests: an in-process fake clipserve.v1.Clip server with canned answers, and a tiny
-// HTTP server that answers every request with a canned /metrics page. Header-only; each test binary that
+// Test doubles for the client tests: in-process fakes of clipserve.v1.Clip (canned answers) and
+// clipserve.v1.Generation (scripted streams), and a tiny HTTP server that answers every request with a canned
+// /metrics page. Header-only; each test binary that
 // includes it links clipserve_client (gRPC, protos).
 #pragma once
 
@@ -17,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "clipserve/v1/clipserve.grpc.pb.h"
@@ -159,15 +161,16 @@ class FakeClipService final : public v1::Clip::Service {
   }
 };
 
-// A gRPC server on 127.0.0.1 with an ephemeral port, serving `service` and the default health service
+// A gRPC server on 127.0.0.1 with an ephemeral port, serving `services` and the default health service
 // (SERVING until set_serving(false)).
 class FakeServer {
  public:
-  explicit FakeServer(grpc::Service* service) {
+  explicit FakeServer(grpc::Service* service) : FakeServer(std::vector<grpc::Service*>{service}) {}
+  explicit FakeServer(const std::vector<grpc::Service*>& services) {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    builder.RegisterService(service);
+    for (grpc::Service* service : services) builder.RegisterService(service);
     server_ = builder.BuildAndStart();
   }
   ~FakeServer() { server_->Shutdown(std::chrono::system_clock::now()); }
