@@ -1,0 +1,126 @@
+// Generation steps batched across jobs (the generation issue's batching target: aggregate job-steps/s with 4
+// concurrent jobs ≥ 2× one job alone, measured side by side in one run):
+//   BM_GenerationStep/N — one generation::Step over N jobs (64×64, 32 cutouts each, different prompts and
+//                         seeds) with the shipped shapes-world models ($CLIPSERVE_SHAPES_MODELS, else
+//                         models/shapes-world of the source tree). Counter job_steps_per_s = N / step time.
+// Run: build/bin/clipserve_bench --benchmark_filter=GenerationStep
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "server/generation/generator.h"
+
+namespace clipserve::generation {
+namespace {
+
+const GenerationModels* ShippedModels() {
+  static const auto* models = []() -> const GenerationModels* {
+    const char* env = std::getenv("CLIPSERVE_SHAPES_MODELS");
+    const std::filesystem::path dir = env != nullptr && *env != '\0'
+                                          ? std::filesystem::path(env)
+                                          : std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+    auto clip = clip::ClipBundle::Load({.dir = dir / "clip"});
+    vqgan::VqganModel::Options vo;
+    vo.model_dir = dir / "vqgan";
+    auto vq = vqgan::VqganModel::Load(vo);
+    if (!clip.ok() || !vq.ok()) return nullptr;
+    auto m = GenerationModels::Create(std::move(vq).value(), std::move(clip).value());
+    return m.ok() ? new GenerationModels(*m) : nullptr;
+  }();
+  return models;
+}
+
+void BM_GenerationStep(benchmark::State& state) {
+  const GenerationModels* models = ShippedModels();
+  if (models == nullptr) {
+    state.SkipWithError("no shapes-world models (set CLIPSERVE_SHAPES_MODELS)");
+    return;
+  }
+  const int n = static_cast<int>(state.range(0));
+  static const char* kPrompts[] = {"a red circle", "a blue square on a yellow background", "a green triangle",
+                                   "a yellow star", "a purple heart", "a white cross on a red background",
+                                   "an orange ring", "a black arrow"};
+  std::vector<std::unique_ptr<Job>> jobs;
+  std::vector<Job*> raw;
+  for (int i = 0; i < n; ++i) {
+    JobOptions o;
+    o.prompts = {{.text = kPrompts[i % 8]}};
+    o.width = o.height = 64;
+    o.steps = 1 << 30;
+    o.seed = static_cast<uint64_t>(i + 1);
+    o.cutouts.cutn = 32;
+    auto job = Job::Create(*models, std::move(o));
+    if (!job.ok()) {
+      state.SkipWithError(std::string(job.status().message()).c_str());
+      return;
+    }
+    raw.push_back(job->get());
+    jobs.push_back(std::move(job).value());
+  }
+  for (auto _ : state) {
+    auto stats = Step(*models, raw);
+    if (!stats.ok()) {
+      state.SkipWithError(std::string(stats.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(stats->data());
+  }
+  state.counters["job_steps_per_s"] =
+      benchmark::Counter(static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_GenerationStep)->Arg(1)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+
+}  // namespace
+}  // namespace clipserve::generation
+
+namespace clipserve::generation {
+namespace {
+
+// The parts of one step for one job, to see where its time goes.
+void BM_GenerationCutouts(benchmark::State& state) {
+  const at::Tensor x = at::rand({1, 3, 64, 64}).set_requires_grad(true);
+  at::Generator g = at::detail::createCPUGenerator(1);
+  CutoutOptions o;
+  o.cutn = 32;
+  o.cut_size = 64;
+  for (auto _ : state) {
+    at::Tensor c = MakeCutouts(x, o, g);
+    c.sum().backward();
+    benchmark::DoNotOptimize(c.data_ptr());
+  }
+}
+BENCHMARK(BM_GenerationCutouts)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_GenerationClipForwardBackward(benchmark::State& state) {
+  const GenerationModels* models = ShippedModels();
+  if (models == nullptr) return state.SkipWithError("no shapes-world models");
+  const at::Tensor x = at::rand({32, 3, 64, 64}).set_requires_grad(true);
+  for (auto _ : state) {
+    at::Tensor e = models->clip->model->EncodeImage(x);
+    e.sum().backward();
+    benchmark::DoNotOptimize(e.data_ptr());
+  }
+}
+BENCHMARK(BM_GenerationClipForwardBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_GenerationVqganForwardBackward(benchmark::State& state) {
+  const GenerationModels* models = ShippedModels();
+  if (models == nullptr) return state.SkipWithError("no shapes-world models");
+  const at::Tensor z = at::randn({1, models->vqgan->config().embed_dim, 16, 16}).set_requires_grad(true);
+  for (auto _ : state) {
+    auto q = models->vqgan->module().Quantize(z, vqgan::QuantizeGradient::kStraightThrough);
+    at::Tensor x = models->vqgan->module().Decode(q.z_q);
+    x.sum().backward();
+    benchmark::DoNotOptimize(x.data_ptr());
+  }
+}
+BENCHMARK(BM_GenerationVqganForwardBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+}  // namespace clipserve::generation
