@@ -19,6 +19,7 @@
 #include "server/service/server.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_server.h"
 
 namespace clipserve::service {
 namespace {
@@ -38,12 +39,7 @@ class GenerationServiceTest : public ::testing::Test {
                      max_active_jobs: 3 max_queued_jobs: 4 max_side: 64 max_steps: 2000 max_cutn: 8
                      step_lane { max_queue_delay_us: 5000 } })"),
                                      "test", "/");
-    ASSERT_THAT(config, IsOk());
-    auto server = Server::Create(*config);
-    ASSERT_THAT(server, IsOk());
-    server_ = server->release();
-    ASSERT_THAT(server_->Start(), IsOk());
-    ASSERT_THAT(server_->LoadModels(), IsOk());
+    server_ = ::clipserve::testing::StartTestServer(config);
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -51,6 +47,7 @@ class GenerationServiceTest : public ::testing::Test {
   }
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
+    ASSERT_NE(server_, nullptr);
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials());
     stub_ = v1::Generation::NewStub(channel_);
   }

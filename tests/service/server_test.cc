@@ -14,6 +14,7 @@
 #include "server/common/file_util.h"
 #include "tests/testing/fixtures.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_server.h"
 
 namespace clipserve::service {
 namespace {
@@ -33,12 +34,7 @@ class ServerTest : public ::testing::Test {
                  text_lane { max_batch_size: 8 max_queue_delay_us: 2000 }
                  image_lane { max_batch_size: 4 max_queue_delay_us: 2000 } })"),
                                      "test", "/");
-    ASSERT_THAT(config, IsOk());
-    auto server = Server::Create(*config);
-    ASSERT_THAT(server, IsOk());
-    server_ = server->release();
-    ASSERT_THAT(server_->Start(), IsOk());
-    ASSERT_THAT(server_->LoadModels(), IsOk());
+    server_ = ::clipserve::testing::StartTestServer(config);
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -46,6 +42,7 @@ class ServerTest : public ::testing::Test {
   }
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
+    ASSERT_NE(server_, nullptr);
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials());
     stub_ = v1::Clip::NewStub(channel_);
   }
