@@ -23,6 +23,9 @@ packages=(
 
 # Node.js and npm (interop tests with a non-C++ gRPC stack): Debian's packages, unless a node is already there.
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+# kubectl renders deploy/'s kustomizations in tests/deploy: Debian's (1.20), unless a kubectl is already there
+# (Debian's package would clash with another kubectl's /usr/bin/kubectl).
+command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do
