@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
-# The main job, for a new user: installs dependencies, builds, starts the clipserve server on a CLIP model,
-# classifies a few images against labels with `clipctl classify`, and stops the server gracefully.
+# The main job, for a new user: installs dependencies, builds, starts the clipserve server with
+# configs/default.textproto (the shipped shapes-world CLIP, models/shapes-world), draws three held-out scenes
+# of the shapes world, classifies them over all 80 "colour shape" labels with `clipctl classify`, finds the one a
+# caption describes with `clipctl rank`, draws "a red circle on a white background" with `clipctl generate`
+# (VQGAN+CLIP, frames streamed into demo-output/), and stops the server gracefully.
 #
-# Model: $CLIP_MODEL (a Hugging Face CLIP directory), else the reference fixture model (random weights: the
-# answers are real computations but carry no meaning until the shipped models exist). Images: $DEMO_IMAGES.
+# CLIP_MODEL=DIR (a Hugging Face CLIP directory) serves that model too, as "clip"; DEMO_IMAGES=DIR classifies
+# the images of DIR instead of drawn scenes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 bash tools/build.sh
 
-model=${CLIP_MODEL:-${CLIPSERVE_FIXTURES:-../shared/fixtures/reference-a}/clip}
-images_dir=${DEMO_IMAGES:-$(dirname "$model")/images}
-if [[ ! -f "$model/config.json" ]]; then
-  echo "demo: no CLIP model at '$model'; set CLIP_MODEL to a Hugging Face CLIP directory" >&2
-  exit 1
+work=$(mktemp -d)
+extra=()
+if [[ -n "${CLIP_MODEL:-}" ]]; then
+  [[ -f "$CLIP_MODEL/config.json" ]] || { echo "demo: no CLIP model at '$CLIP_MODEL'" >&2; exit 1; }
+  extra+=("--model=clip=$CLIP_MODEL")
 fi
-images=$(find "$images_dir" -maxdepth 1 -type f \( -name '*.jpg' -o -name '*.png' -o -name '*.webp' -o -name '*.bmp' \) | sort | head -n 3 | paste -sd, -)
-if [[ -z "$images" ]]; then
-  echo "demo: no images in '$images_dir'; set DEMO_IMAGES to a folder of JPEG/PNG/WebP/BMP files" >&2
-  exit 1
+if [[ -n "${DEMO_IMAGES:-}" ]]; then
+  images=$(find "$DEMO_IMAGES" -maxdepth 1 -type f \( -name '*.jpg' -o -name '*.png' -o -name '*.webp' -o -name '*.bmp' \) | sort | head -n 3 | paste -sd, -)
+  [[ -n "$images" ]] || { echo "demo: no images in '$DEMO_IMAGES'" >&2; exit 1; }
+else
+  # Evaluation seeds (>= 1000000) are never seen in training.
+  build/bin/shapes-gen --seed=1000777 --count=3 --out="$work/scenes" >/dev/null
+  images="$work/scenes/000000.png,$work/scenes/000001.png,$work/scenes/000002.png"
+  echo "held-out scenes (captions from $work/scenes/captions.jsonl):"
+  sed -n 's/.*"colour":"\([^"]*\)".*"file":"\([^"]*\)".*"shape":"\([^"]*\)".*/  \2: \1 \3/p' "$work/scenes/captions.jsonl"
 fi
+labels=""
+for colour in red orange yellow green blue purple white black; do
+  for shape in circle square triangle star cross heart ring diamond crescent arrow; do
+    labels+="${labels:+,}$colour $shape"
+  done
+done
 
-log=$(mktemp)
-build/bin/clipserve --config=configs/default.textproto --model="clip=$model" --grpc_port=0 --http_port=0 >"$log" 2>&1 &
+log="$work/server.log"
+build/bin/clipserve --config=configs/default.textproto "${extra[@]}" --grpc_port=0 --http_port=0 >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 # The server prints its ports once bound, then loads the model; /readyz turns 200 when it serves.
 for _ in $(seq 1 300); do
   grep -q '^clipserve grpc_port=' "$log" && break
@@ -40,9 +54,21 @@ for _ in $(seq 1 600); do
 done
 echo "server ready: gRPC 127.0.0.1:$grpc_port, metrics http://127.0.0.1:$http_port/metrics"
 echo
-build/bin/clipctl --target="127.0.0.1:$grpc_port" classify --image="$images" \
-  --labels="cat,dog,diagram,red circle" --template="a photo of a {}"
+echo "clipctl classify: the 3 most probable of 80 labels for each image"
+build/bin/clipctl --target="127.0.0.1:$grpc_port" classify --image="$images" --labels="$labels" \
+  --template="a photo of a {}" --top_k=3
+echo
+if [[ -z "${DEMO_IMAGES:-}" ]]; then
+  query=$(sed -n '2s/.*"colour":"\([^"]*\)".*"shape":"\([^"]*\)".*/a photo of a \1 \2/p' "$work/scenes/captions.jsonl")
+  echo "clipctl rank: which image is \"$query\"? (000001.png is)"
+  build/bin/clipctl --target="127.0.0.1:$grpc_port" rank --query_text="$query" --image="$images"
+  echo
+fi
+out=${DEMO_OUT:-demo-output}
+echo "clipctl generate: \"a red circle on a white background\", 64x64, frames every 20 steps into $out/"
+build/bin/clipctl --target="127.0.0.1:$grpc_port" generate --prompt="a red circle on a white background" \
+  --steps=100 --frame_every=20 --seed=1 --out="$out"
 echo
 kill -TERM $server
 wait $server && echo "server stopped cleanly (exit 0)"
-trap 'rm -f "$log"' EXIT
+trap 'rm -rf "$work"' EXIT

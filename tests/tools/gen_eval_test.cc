@@ -1,0 +1,41 @@
+// Generation with the shipped models, graded by the OpenCV judge (not by CLIP): a reduced gen-eval (the six
+// prompts, one seed each, fewer steps and cutouts than the full run in docs/generation.md) so CI guards the
+// shipped models and the generation code together: CLIP's similarity to the prompt must rise in every run, and
+// the pictures must show the prompt's colour.
+#include <cstdio>
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+#include "tools/gen_eval/gen_eval.h"
+
+namespace clipserve::gen_eval {
+namespace {
+
+using ::clipserve::testing::IsOk;
+
+constexpr int kSteps = 60;
+constexpr int kCutn = 8;
+// Measured: colour 5 of 6, shape 1 of 6 (the judge's chance level is 1 in 10). With the shipped CLIP,
+// generation finds the prompt's colour but not yet its shape (the CLIP scores a picture filled with the colour
+// about as high as the shape: docs/generation.md, "Quality"); the shape bar waits for a more robust CLIP.
+constexpr double kMinColour = 4.0 / 6;
+
+TEST(GenEvalTest, ShippedModelsDrawThePromptsColourAndShape) {
+  GenEvalOptions o;
+  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  o.seeds = 1;
+  o.steps = kSteps;
+  o.cutn = kCutn;
+  o.batch_jobs = 6;
+  auto r = Evaluate(o);
+  ASSERT_THAT(r, IsOk());
+  std::printf("gen-eval (6 prompts x 1 seed, %d steps, %d cutouts): %s\n", o.steps, o.cutn, r->ToJson().dump().c_str());
+  ASSERT_EQ(r->runs.size(), 6u);
+  EXPECT_GE(r->colour_agreement, kMinColour);
+  EXPECT_EQ(r->similarity_rose, 1.0);  // CLIP's similarity to the prompt rose in every run
+}
+
+}  // namespace
+}  // namespace clipserve::gen_eval
