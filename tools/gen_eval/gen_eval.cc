@@ -69,6 +69,9 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
       j.seed = static_cast<uint64_t>(seed);
       j.learning_rate = o.learning_rate;
       j.cutouts.cutn = o.cutn;
+      if (o.init_rgb.size() == 3) {
+        j.init_image = at::tensor(o.init_rgb).view({3, 1, 1}).expand({3, o.size, o.size}).contiguous();
+      }
       CLIPSERVE_ASSIGN_OR_RETURN(auto job, generation::Job::Create(models, std::move(j)));
       all.push_back({Run{.prompt = p.Text(), .seed = static_cast<uint64_t>(seed)}, &p, std::move(job)});
     }

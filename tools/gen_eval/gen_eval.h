@@ -36,6 +36,9 @@ struct GenEvalOptions {
   int cutn = 32;
   float learning_rate = 0.1f;
   int batch_jobs = 8;  // runs stepped together per pass
+  // Start picture: empty = random codes (the reference's default); otherwise every run starts from this plain
+  // RGB colour (values in [0, 1]), encoded by the VQGAN, e.g. {0.5, 0.5, 0.5} for grey.
+  std::vector<float> init_rgb;
   // Optional: each final image as <prompt index>_<seed>.png, and sheet.png (rows: prompts, columns: seeds).
   std::filesystem::path out_dir;
 };

@@ -1,7 +1,8 @@
 // gen-eval: how well VQGAN+CLIP generation with the shipped models draws what the prompt says, graded by the
 // independent OpenCV judge.
 //
-//   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--out=DIR] [--json]
+//   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--init=random|grey|white|black]
+//                      [--out=DIR] [--json]
 #include <cstdio>
 #include <iostream>
 
@@ -19,6 +20,7 @@ ABSL_FLAG(int, cutn, 32, "cutouts per step");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
+ABSL_FLAG(std::string, init, "random", "start picture: random (codes), grey, white or black");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
 int main(int argc, char** argv) {
@@ -34,6 +36,17 @@ int main(int argc, char** argv) {
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);
   o.out_dir = absl::GetFlag(FLAGS_out);
+  const std::string init = absl::GetFlag(FLAGS_init);
+  if (init == "grey") {
+    o.init_rgb = {0.5f, 0.5f, 0.5f};
+  } else if (init == "white") {
+    o.init_rgb = {1, 1, 1};
+  } else if (init == "black") {
+    o.init_rgb = {0, 0, 0};
+  } else if (init != "random") {
+    std::fprintf(stderr, "gen-eval: --init must be random, grey, white or black\n");
+    return 2;
+  }
   auto result = clipserve::gen_eval::Evaluate(o);
   if (!result.ok()) {
     std::fprintf(stderr, "gen-eval: %s\n", std::string(result.status().message()).c_str());
