@@ -53,19 +53,31 @@ std::string JobIdOf(const v1::GenerateResponse& event) {
   return "";
 }
 
-// The live progress line on stderr: rewritten in place on a terminal, one line per update otherwise.
+// The live progress line on stderr: rewritten in place on a terminal. Elsewhere (a log, a pipe) one line per
+// update would flood the log, so a line is written when the progress reaches the next tenth of the steps (every
+// update when the total is unknown), the last step's line only once the job has completed, and a line equal to
+// the last one is not repeated.
 class LiveLine {
  public:
   LiveLine(std::ostream& err, bool terminal) : err_(err), terminal_(terminal) {}
   ~LiveLine() { End(); }
 
-  void Update(const std::string& line) {
+  // `step` of `total` (0: unknown) tells a log which updates to keep.
+  void Update(const std::string& line, int64_t step = 0, int64_t total = 0) {
     if (terminal_) {
       err_ << "\r" << line << "\033[K" << std::flush;
       open_ = true;
-    } else {
-      err_ << line << "\n";
+      return;
     }
+    if (total > 0) {
+      if (step >= total) return;  // the final line comes with `completed`
+      const int64_t tenth = step * 10 / total;
+      if (tenth == last_tenth_) return;
+      last_tenth_ = tenth;
+    }
+    if (line == last_line_) return;
+    err_ << line << "\n";
+    last_line_ = line;
   }
   // A line that stays: ends the live one first.
   void Print(const std::string& line) {
@@ -83,6 +95,8 @@ class LiveLine {
   std::ostream& err_;
   const bool terminal_;
   bool open_ = false;
+  int64_t last_tenth_ = -1;
+  std::string last_line_;
 };
 
 // Follows one Generate or WatchGeneration stream for clipctl: shows the progress (unless --json), writes the
@@ -182,7 +196,7 @@ class Follower {
             WriteFileAtomically(fs::path(out_dir_) / FrameFileName(p.step(), p.frame()), p.frame().data()));
       }
     }
-    if (!ctx_.json()) line_.Update(FormatProgressLine(p, total_steps_));
+    if (!ctx_.json()) line_.Update(FormatProgressLine(p, total_steps_), p.step(), total_steps_);
     return absl::OkStatus();
   }
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
@@ -139,6 +140,26 @@ TEST_F(GenerationTest, FramesAndFinalImageTakeTheExtensionOfTheirFormat) {
   EXPECT_EQ(fake_.last_request()->frame_format(), v1::IMAGE_FORMAT_JPEG);
   EXPECT_EQ(fake_.last_request()->frame_width(), 128u);
   EXPECT_EQ(fake_.last_request()->frame_quality(), 70u);
+}
+
+// Off a terminal (a log, a pipe) a long run does not write a line per step: one per tenth of the steps, the
+// final line once.
+TEST_F(GenerationTest, OffATerminalProgressIsWrittenEveryTenthOfTheSteps) {
+  std::vector<uint32_t> steps;
+  for (uint32_t s = 1; s <= 100; ++s) steps.push_back(s);
+  fake_.set_progress_steps(steps);
+  const Outcome r = Clipctl({"generate", "--prompt=x", "--steps=100"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  int progress_lines = 0;
+  std::string last;
+  for (const std::string& line : r.err_lines()) {
+    if (!absl::StartsWith(line, "step ")) continue;
+    ++progress_lines;
+    EXPECT_NE(line, last);
+    last = line;
+  }
+  EXPECT_EQ(progress_lines, 11);  // steps 1, 10, 20, ..., 90, and the final 100
+  EXPECT_TRUE(absl::StartsWith(last, "step 100/100")) << last;
 }
 
 TEST_F(GenerationTest, WithoutOutNothingIsWrittenAndFinalIsNull) {
