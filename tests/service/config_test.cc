@@ -21,7 +21,10 @@ using ::testing::HasSubstr;
 class ConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / "config_test";
+    // One directory per test: ctest runs the tests of this file as parallel processes, and a shared directory
+    // let one test's SetUp truncate a config.json while another test was reading it.
+    dir_ = fs::path(::testing::TempDir()) /
+           ("config_test_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::create_directories(dir_ / "m1");
     fs::create_directories(dir_ / "m2");
     std::ofstream(dir_ / "m1" / "config.json") << "{}";

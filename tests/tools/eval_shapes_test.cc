@@ -20,7 +20,9 @@ class ShapesEvalTest : public ::testing::Test {
  protected:
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    dir_ = fs::path(::testing::TempDir()) / "eval_models";
+    // One directory per test: ctest runs these tests as parallel processes.
+    dir_ = fs::path(::testing::TempDir()) /
+           ("eval_models_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::create_directories(dir_);
     for (const char* m : {"clip", "vqgan"}) {
       fs::remove(dir_ / m);
