@@ -25,12 +25,7 @@ const GenerationModels* ShippedModels() {
     const std::filesystem::path dir = env != nullptr && *env != '\0'
                                           ? std::filesystem::path(env)
                                           : std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
-    auto clip = clip::ClipBundle::Load({.dir = dir / "clip"});
-    vqgan::VqganModel::Options vo;
-    vo.model_dir = dir / "vqgan";
-    auto vq = vqgan::VqganModel::Load(vo);
-    if (!clip.ok() || !vq.ok()) return nullptr;
-    auto m = GenerationModels::Create(std::move(vq).value(), std::move(clip).value());
+    auto m = GenerationModels::Load(dir / "clip", dir / "vqgan");
     return m.ok() ? new GenerationModels(*m) : nullptr;
   }();
   return models;

@@ -80,6 +80,15 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
   return GenerationModels{std::move(vqgan), std::move(clip)};
 }
 
+absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::path& clip_dir,
+                                                        const std::filesystem::path& vqgan_dir) {
+  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip, clip::ClipBundle::Load({.dir = clip_dir}));
+  vqgan::VqganModel::Options vo;
+  vo.model_dir = vqgan_dir;
+  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
+  return Create(std::move(vq), std::move(clip));
+}
+
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
   const int64_t f = models.vqgan->downsample_factor();
   for (const auto& [name, value] : {std::pair<const char*, int>{"width", options.width}, {"height", options.height}}) {

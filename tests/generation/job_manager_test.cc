@@ -105,13 +105,7 @@ class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    auto clip = clip::ClipBundle::Load({.dir = FixtureDir() / "clip"});
-    ASSERT_THAT(clip, IsOk());
-    vqgan::VqganModel::Options vo;
-    vo.model_dir = FixtureDir() / "vqgan";
-    auto vq = vqgan::VqganModel::Load(vo);
-    ASSERT_THAT(vq, IsOk());
-    auto models = GenerationModels::Create(std::move(vq).value(), std::move(clip).value());
+    auto models = GenerationModels::Load(FixtureDir() / "clip", FixtureDir() / "vqgan");
     ASSERT_THAT(models, IsOk());
     models_ = *models;
   }

@@ -48,12 +48,8 @@ nlohmann::json GenEvalResult::ToJson() const {
 }
 
 absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
-  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip, clip::ClipBundle::Load({.dir = o.models / "clip"}));
-  vqgan::VqganModel::Options vo;
-  vo.model_dir = o.models / "vqgan";
-  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
   CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
-                             generation::GenerationModels::Create(std::move(vq), std::move(clip)));
+                             generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan"));
   struct Pending {
     Run run;
     const Prompt* prompt;
