@@ -437,6 +437,41 @@ TEST(SceneSamplerTest, SampleWithColourFixesTheColourAndIsDeterministic) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a shape colour")));
 }
 
+TEST(SceneSamplerTest, FieldsAreOneColourWithNoShapeAndNameOnlyTheColour) {
+  auto sampler = MakeSampler({.seed = 12});
+  int noisy = 0;
+  for (uint64_t i = 0; i < 40; ++i) {
+    auto a = sampler->SampleField(i, Colour::kBlue);
+    auto b = sampler->SampleField(i, Colour::kBlue);
+    ASSERT_THAT(a, IsOk());
+    ASSERT_THAT(b, IsOk());
+    EXPECT_TRUE(SameBytes(a->image, b->image));
+    EXPECT_EQ(a->caption, b->caption);
+    EXPECT_EQ(a->background.colour, Colour::kBlue);
+    EXPECT_TRUE(absl::EndsWith(a->caption, "blue background")) << a->caption;
+    for (absl::string_view word : absl::StrSplit(a->caption, ' ')) {
+      EXPECT_FALSE(ShapeFromName(word).has_value()) << a->caption;  // "a rendering of ..." names no ring
+    }
+    // Every pixel is the jittered blue, moved by at most the gray grain of a noisy field.
+    const bool is_noisy = a->background.kind == BackgroundKind::kNoise;
+    noisy += is_noisy;
+    const int tolerance = is_noisy ? a->background.noise_amplitude : 0;
+    const Rgb want = a->background.rgb;
+    for (int y = 0; y < a->image.rows; ++y) {
+      for (int x = 0; x < a->image.cols; ++x) {
+        const cv::Vec3b p = a->image.at<cv::Vec3b>(y, x);
+        ASSERT_LE(std::abs(p[0] - want.r), tolerance);
+        ASSERT_LE(std::abs(p[1] - want.g), tolerance);
+        ASSERT_LE(std::abs(p[2] - want.b), tolerance);
+      }
+    }
+  }
+  EXPECT_GT(noisy, 5);
+  EXPECT_LT(noisy, 35);
+  EXPECT_THAT(sampler->SampleField(0, Colour::kGray),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a shape colour")));
+}
+
 TEST(DistinctPairsTest, FortyImagesWithAllDifferentLabelPairs) {
   auto sampler = MakeSampler({.split = Split::kEval, .seed = 1'000'001});
   auto group = sampler->DistinctPairs(7, 40);

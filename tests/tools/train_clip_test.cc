@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <numeric>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,40 @@ TEST_F(TrainClipTest, LabelsAreDistinctPerPair) {
   EXPECT_EQ(LabelOf(shapes::Colour::kRed, shapes::Shape::kCircle), 0);
   EXPECT_NE(LabelOf(shapes::Colour::kOrange, shapes::Shape::kCircle),
             LabelOf(shapes::Colour::kRed, shapes::Shape::kArrow));
+}
+
+TEST_F(TrainClipTest, FieldLabelsComeAfterEveryPairLabel) {
+  int largest_pair = 0;
+  for (shapes::Colour c : shapes::kShapeColours) {
+    for (shapes::Shape s : shapes::kShapes) largest_pair = std::max(largest_pair, LabelOf(c, s));
+  }
+  std::set<int> fields;
+  for (shapes::Colour c : shapes::kShapeColours) {
+    EXPECT_GT(FieldLabelOf(c), largest_pair);
+    fields.insert(FieldLabelOf(c));
+  }
+  EXPECT_EQ(fields.size(), shapes::kShapeColours.size());
+}
+
+TEST_F(TrainClipTest, SinCosPositionsMatchTheFormula) {
+  const int grid = 4, width = 8;  // two frequencies: 1 and 10000^(-1/2) = 0.01
+  at::Tensor t = SinCosPositions2d(grid, width);
+  ASSERT_EQ(t.sizes(), (std::vector<int64_t>{1 + grid * grid, width}));
+  EXPECT_EQ(t[0].abs().sum().item<float>(), 0.f);  // the class token
+  auto a = t.accessor<float, 2>();
+  for (int r = 0; r < grid; ++r) {
+    for (int c = 0; c < grid; ++c) {
+      const int row = 1 + r * grid + c;
+      const double w[2] = {1.0, 0.01};
+      for (int k = 0; k < 2; ++k) {
+        EXPECT_NEAR(a[row][k], std::sin(r * w[k]), 1e-6);
+        EXPECT_NEAR(a[row][2 + k], std::cos(r * w[k]), 1e-6);
+        EXPECT_NEAR(a[row][4 + k], std::sin(c * w[k]), 1e-6);
+        EXPECT_NEAR(a[row][6 + k], std::cos(c * w[k]), 1e-6);
+      }
+    }
+  }
+  EXPECT_ANY_THROW(SinCosPositions2d(4, 6));
 }
 
 TEST_F(TrainClipTest, AugmentationWithoutAugmentEqualsPreprocess) {

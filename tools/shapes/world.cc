@@ -68,6 +68,7 @@ constexpr uint64_t kLabelledStream = 3;
 constexpr uint64_t kPairsStream = 4;
 constexpr uint64_t kColourStream = 5;
 constexpr uint64_t kColourCaptionStream = 6;
+constexpr uint64_t kFieldStream = 7;
 
 constexpr double kPi = 3.14159265358979323846;
 
@@ -731,6 +732,29 @@ absl::StatusOr<Example> SceneSampler::SampleWithColour(uint64_t index, Colour co
   Rng rng = Rng::For(options_.seed, index, kColourStream);
   Rng caption_rng = Rng::For(options_.seed, index, kColourCaptionStream);
   return MakeExample(Draw(rng, colour, std::nullopt), caption_rng);
+}
+
+absl::StatusOr<FieldExample> SceneSampler::SampleField(uint64_t index, Colour colour) const {
+  if (!InTable(colour, kShapeColours)) return absl::InvalidArgumentError("SampleField: not a shape colour");
+  Rng rng = Rng::For(options_.seed, index, kFieldStream);
+  FieldExample f;
+  f.background.colour = colour;
+  f.background.rgb = Jitter(ColourRgb(colour), options_.colour_jitter, rng);
+  if (rng.Bernoulli(0.5)) {
+    f.background.kind = BackgroundKind::kNoise;
+    f.background.noise_amplitude = options_.noise_amplitude;
+    f.background.noise_seed = rng.Next();
+  }
+  const int n = options_.render.image_size;
+  f.image = cv::Mat(n, n, CV_8UC3);
+  clipserve::shapes::DrawBackground(f.background, &f.image);
+  const bool noisy = f.background.kind == BackgroundKind::kNoise;
+  std::string phrase = absl::StrCat(noisy ? "noisy " : "", ColourName(colour), " background");
+  f.caption = WithArticle(phrase);
+  if (rng.Bernoulli(options_.captions.prefix)) {
+    f.caption = absl::StrCat(kPrefixes[rng.Below(std::size(kPrefixes))], " ", f.caption);
+  }
+  return f;
 }
 
 absl::StatusOr<std::vector<Example>> SceneSampler::DistinctPairs(uint64_t group, int count) const {

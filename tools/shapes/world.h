@@ -275,6 +275,15 @@ struct SceneSamplerOptions {
   int noise_amplitude = 12;
 };
 
+// A picture with no shape in it: a plain or noisy field of one colour, and a caption that names only that
+// ("a red background", "a photo of a noisy blue background"). Trainers mix fields into batches as negatives
+// of the shape captions of their colour, so that "a red circle" needs a circle and not just red.
+struct FieldExample {
+  Background background;  // kPlain or kNoise; background.colour is a shape colour
+  cv::Mat image;          // CV_8UC3 RGB, render.image_size square
+  std::string caption;
+};
+
 // A scene, its image and one caption.
 struct Example {
   Scene scene;
@@ -301,6 +310,9 @@ class SceneSampler {
   // options.colours; INVALID_ARGUMENT for gray); shape and the rest are drawn as usual. Its randomness is a
   // stream of its own. Trainers use it for batches whose items share a colour, so only shape tells them apart.
   absl::StatusOr<Example> SampleWithColour(uint64_t index, Colour colour) const;
+  // A field (see FieldExample) of `colour` (a shape colour; INVALID_ARGUMENT for gray), plain or noisy with
+  // equal odds, and a caption ("[prefix ]a [noisy ]<colour> background"). A stream of its own.
+  absl::StatusOr<FieldExample> SampleField(uint64_t index, Colour colour) const;
   // `count` examples whose (colour, shape) pairs all differ, drawn from the sampler's shapes and colours (the
   // retrieval test: a caption against images that each have another label pair). Group `group` of a stream of
   // its own: it shares no scene with SceneAt. INVALID_ARGUMENT if count exceeds the number of pairs.

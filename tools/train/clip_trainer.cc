@@ -115,19 +115,37 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
   }
   for (int i = 0; i < b; ++i) {
     const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
-    shapes::Example e;
+    cv::Mat image;
+    std::string caption;
+    std::array<double, 4> bounds = {0.5, 0.5, 0.5, 0.5};  // a field has no shape to keep inside the crop
     if (groups > 0) {
-      CLIPSERVE_ASSIGN_OR_RETURN(e, sampler.SampleWithColour(index, colours[i * groups / b]));
+      const int group = i * groups / b;
+      const int group_start = (group * b + groups - 1) / groups;  // first i with i * groups / b == group
+      const int group_size = ((group + 1) * b + groups - 1) / groups - group_start;
+      if (i - group_start < static_cast<int>(o.field_fraction * group_size)) {
+        CLIPSERVE_ASSIGN_OR_RETURN(shapes::FieldExample f, sampler.SampleField(index, colours[group]));
+        batch.labels[i] = FieldLabelOf(colours[group]);
+        image = f.image;
+        caption = std::move(f.caption);
+      } else {
+        CLIPSERVE_ASSIGN_OR_RETURN(shapes::Example e, sampler.SampleWithColour(index, colours[group]));
+        batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
+        bounds = shapes::SceneBounds(e.scene);
+        image = e.image;
+        caption = std::move(e.caption);
+      }
     } else {
-      e = sampler.Sample(index);
+      shapes::Example e = sampler.Sample(index);
+      batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
+      bounds = shapes::SceneBounds(e.scene);
+      image = e.image;
+      caption = std::move(e.caption);
     }
-    batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
     shapes::Rng rng = shapes::Rng::For(o.seed, index, /*stream=*/0x61756721);
     const bool augment = o.augment && rng.Bernoulli(o.augment_probability);
-    AugmentAndNormalize(e.image, shapes::SceneBounds(e.scene), pre, augment, rng,
-                        px + static_cast<size_t>(i) * 3 * s * s);
+    AugmentAndNormalize(image, bounds, pre, augment, rng, px + static_cast<size_t>(i) * 3 * s * s);
     CLIPSERVE_RETURN_IF_ERROR(
-        tok.EncodePadded(e.caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
+        tok.EncodePadded(caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
   }
   return batch;
 }
@@ -266,6 +284,24 @@ int LabelOf(shapes::Colour colour, shapes::Shape shape) {
   return static_cast<int>(colour) * kNumShapes + static_cast<int>(shape);
 }
 
+int FieldLabelOf(shapes::Colour colour) {
+  return static_cast<int>(shapes::kBackgroundColours.size()) * kNumShapes + static_cast<int>(colour);
+}
+
+at::Tensor SinCosPositions2d(int grid, int width) {
+  TORCH_CHECK(width % 4 == 0, "SinCosPositions2d: width ", width, " is not a multiple of 4");
+  const int quarter = width / 4;
+  at::Tensor omega = at::arange(quarter, at::kDouble).div(quarter);
+  omega = at::pow(10000.0, -omega);                                         // [w/4]
+  at::Tensor coord = at::arange(grid, at::kDouble);                          // [g]
+  at::Tensor ys = coord.view({grid, 1}).expand({grid, grid}).reshape({-1});  // row of each patch, row-major
+  at::Tensor xs = coord.view({1, grid}).expand({grid, grid}).reshape({-1});
+  at::Tensor ay = ys.unsqueeze(1) * omega.unsqueeze(0);
+  at::Tensor ax = xs.unsqueeze(1) * omega.unsqueeze(0);
+  at::Tensor patches = at::cat({ay.sin(), ay.cos(), ax.sin(), ax.cos()}, 1);  // [g*g, w]
+  return at::cat({at::zeros({1, width}, at::kDouble), patches}, 0).to(at::kFloat);
+}
+
 clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& o, int vocab_size, int context_length, int bos_id,
                                 int eos_id) {
   clip::ClipConfig c;
@@ -383,6 +419,18 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
                                                                   .context_length = context}));
     model = clip::ClipModel::CreateRandom(
         MakeClipConfig(o, static_cast<int>(tok->vocab_size()), context, tok->sot_id(), tok->eot_id()), o.seed);
+  }
+  if (!resume && o.sincos_position_scale > 0) {
+    // Start the vision position embeddings from a 2-D sine-cosine table (learnable from there on): patches then
+    // know their row and column from the first step instead of discovering the grid, which is what holds shape
+    // (a spatial arrangement) at chance for the first several hundred steps of a from-scratch ViT.
+    at::NoGradGuard no_grad;
+    const int grid = o.image_size / o.patch_size;
+    for (auto& item : model->named_parameters(/*recurse=*/true)) {
+      if (item.key() == "vision_position_embedding") {
+        item.value().copy_(SinCosPositions2d(grid, o.vision_width) * o.sincos_position_scale);
+      }
+    }
   }
   const clip::ClipConfig& config = model->config();
   CLIPSERVE_ASSIGN_OR_RETURN(

@@ -71,6 +71,14 @@ struct ClipTrainerOptions {
   // that most negatives of an item differ from it only in shape: colour is learnt in a few hundred steps, and
   // after that only same-coloured negatives carry a gradient. 0: every item drawn independently.
   int colour_groups = 4;
+  // This fraction of each colour group (rounded down) is fields: plain or noisy pictures of the group's colour
+  // with no shape, captioned "a red background" (shapes::SceneSampler::SampleField), each colour one label of
+  // its own. They are negatives of every shape caption of that colour, so colour alone cannot match "a red
+  // circle": generation steered by this CLIP must draw the shape, not fill the picture with red.
+  double field_fraction = 0.125;
+  // > 0: the vision position embeddings start from a 2-D sine-cosine table times this (see SinCosPositions2d);
+  // 0: from N(0, 0.02) as transformers initialises them.
+  double sincos_position_scale = 0.5;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -113,6 +121,13 @@ at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor&
 
 // The label id of a (colour, shape) pair: colour * kShapes.size() + shape.
 int LabelOf(shapes::Colour colour, shapes::Shape shape);
+// The label id of a field (a picture of one colour and no shape): past every LabelOf.
+int FieldLabelOf(shapes::Colour colour);
+
+// The 2-D sine-cosine position table of MAE for a grid x grid ViT of the given width (a multiple of 4), with a
+// zero row first for the class token: [1 + grid * grid, width]; patch (row r, column c) gets
+// sin(r w_k), cos(r w_k), sin(c w_k), cos(c w_k) for w_k = 10000^(-k / (width / 4)).
+at::Tensor SinCosPositions2d(int grid, int width);
 
 // Strong augmentation of an 8-bit RGB image that never changes what a caption says about it: a random resized
 // crop (side 0.7-1.1 of the image, aspect 0.85-1.18, zooming out as well as in) rotated by up to ±10° and

@@ -35,6 +35,10 @@ ABSL_FLAG(double, checkpoint_minutes, 5, "checkpoint interval");
 ABSL_FLAG(bool, augment, true, "strong image augmentations");
 ABSL_FLAG(double, augment_probability, 0.85, "share of each batch that is augmented");
 ABSL_FLAG(int, colour_groups, 4, "same-colour groups per batch (hard negatives on shape; 0: independent draws)");
+ABSL_FLAG(double, field_fraction, 0.125,
+          "fraction of each colour group that is shapeless fields of the group's colour (\"a red background\")");
+ABSL_FLAG(double, sincos_position_scale, 0.5,
+          "vision position embeddings start from a 2-D sine-cosine table times this (0: N(0, 0.02))");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -70,6 +74,8 @@ int main(int argc, char** argv) {
   o.augment = absl::GetFlag(FLAGS_augment);
   o.augment_probability = absl::GetFlag(FLAGS_augment_probability);
   o.colour_groups = absl::GetFlag(FLAGS_colour_groups);
+  o.field_fraction = absl::GetFlag(FLAGS_field_fraction);
+  o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
   auto summary = clipserve::train::TrainClip(o);
   if (!summary.ok()) {
     std::fprintf(stderr, "train-clip: %s\n", summary.status().ToString().c_str());
