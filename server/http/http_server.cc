@@ -33,7 +33,8 @@ constexpr char kHttpDate[] = "%a, %d %b %Y %H:%M:%S GMT";  // RFC 9110 IMF-fixda
 bool HasLineBreak(absl::string_view s) { return s.find_first_of("\r\n") != absl::string_view::npos; }
 
 // "GET, HEAD, POST": the route's methods, plus HEAD where GET serves it.
-std::string AllowHeader(const std::map<std::string, Handler>& methods) {
+template <typename Map>
+std::string AllowHeader(const Map& methods) {
   std::vector<std::string> names;
   for (const auto& [method, handler] : methods) names.push_back(method);
   if (methods.count("GET") != 0 && methods.count("HEAD") == 0) names.push_back("HEAD");
@@ -41,14 +42,22 @@ std::string AllowHeader(const std::map<std::string, Handler>& methods) {
   return absl::StrJoin(names, ", ");
 }
 
-// Writes the whole response at once. The head is written here rather than with civetweb's
+// The status line and headers, up to and including the blank line. Written here rather than with civetweb's
 // mg_response_header_* functions, which format the Date header with gmtime(), racing between workers.
-void Send(mg_connection* conn, const Response& response, bool with_body) {
-  std::string out = absl::StrCat("HTTP/1.1 ", response.status, " ", mg_get_response_code_text(conn, response.status),
+// `length` < 0: a chunked body.
+std::string Head(mg_connection* conn, int status, absl::string_view content_type, int64_t length,
+                 const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string out = absl::StrCat("HTTP/1.1 ", status, " ", mg_get_response_code_text(conn, status),
                                  "\r\nDate: ", absl::FormatTime(kHttpDate, absl::Now(), absl::UTCTimeZone()),
-                                 "\r\nContent-Type: ", response.content_type,
-                                 "\r\nContent-Length: ", response.body.size(), "\r\nConnection: close\r\n");
-  for (const auto& [name, value] : response.headers) {
+                                 "\r\nContent-Type: ", content_type, "\r\n");
+  if (length >= 0) {
+    absl::StrAppend(&out, "Content-Length: ", length, "\r\n");
+  } else {
+    // No proxy buffering of a stream (nginx honours this header).
+    out += "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n";
+  }
+  out += "Connection: close\r\n";
+  for (const auto& [name, value] : headers) {
     if (name.empty() || HasLineBreak(name) || HasLineBreak(value)) {
       spdlog::error("http: dropping response header with an empty name or a line break: '{}'", absl::CEscape(name));
       continue;
@@ -56,8 +65,19 @@ void Send(mg_connection* conn, const Response& response, bool with_body) {
     absl::StrAppend(&out, name, ": ", value, "\r\n");
   }
   out += "\r\n";
+  return out;
+}
+
+// Writes the whole response at once.
+void Send(mg_connection* conn, const Response& response, bool with_body) {
+  std::string out = Head(conn, response.status, response.content_type,
+                         static_cast<int64_t>(response.body.size()), response.headers);
   if (with_body) out += response.body;
   mg_write(conn, out.data(), out.size());
+}
+
+bool WriteAll(mg_connection* conn, absl::string_view data) {
+  return data.empty() || mg_write(conn, data.data(), data.size()) == static_cast<int>(data.size());
 }
 
 }  // namespace
@@ -75,6 +95,71 @@ Response Response::Text(int status, std::string body) {
   r.body = std::move(body);
   return r;
 }
+
+class HttpServer::ConnectionWriter final : public ResponseWriter {
+ public:
+  ConnectionWriter(const HttpServer* server, mg_connection* conn, bool with_body)
+      : server_(server), conn_(conn), with_body_(with_body) {}
+
+  bool Start(int status, absl::string_view content_type,
+             const std::vector<std::pair<std::string, std::string>>& headers) override {
+    if (state_ != State::kNew) {
+      spdlog::error("http: a stream handler started a response twice");
+      return false;
+    }
+    state_ = State::kStreaming;
+    status_ = status;
+    ok_ = WriteAll(conn_, Head(conn_, status, content_type, -1, headers)) && !server_->draining();
+    return ok_;
+  }
+
+  bool Write(absl::string_view data) override {
+    if (state_ != State::kStreaming) {
+      spdlog::error("http: a stream handler wrote before Start() or after Respond()");
+      return false;
+    }
+    if (!ok_) return false;
+    if (!data.empty() && with_body_) {
+      std::string chunk = absl::StrCat(absl::Hex(data.size()), "\r\n");
+      chunk.append(data.data(), data.size());
+      chunk += "\r\n";
+      ok_ = WriteAll(conn_, chunk);
+    }
+    ok_ = ok_ && !server_->draining();
+    return ok_;
+  }
+
+  void Respond(const Response& response) override {
+    if (state_ != State::kNew) {
+      spdlog::error("http: a stream handler responded after starting a response");
+      return;
+    }
+    state_ = State::kResponded;
+    status_ = response.status;
+    Send(conn_, response, with_body_);
+  }
+
+  bool ok() const override { return ok_; }
+
+  // After the handler: ends the chunked body, or answers 500 if the handler sent nothing.
+  int Finish() {
+    if (state_ == State::kStreaming) {
+      if (ok_ && with_body_) WriteAll(conn_, "0\r\n\r\n");
+    } else if (state_ == State::kNew) {
+      Respond(Response::Text(500, "internal error\n"));
+    }
+    return status_;
+  }
+
+ private:
+  enum class State { kNew, kStreaming, kResponded };
+  const HttpServer* const server_;
+  mg_connection* const conn_;
+  const bool with_body_;
+  State state_ = State::kNew;
+  bool ok_ = true;
+  int status_ = 500;
+};
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const Options& options) {
   const std::string& address = options.listen_address;
@@ -97,6 +182,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const Options& op
     return absl::InvalidArgumentError(absl::StrCat("http: request_timeout must be in [1ms, 24h], got ",
                                                    absl::FormatDuration(options.request_timeout)));
   }
+  if (options.max_streams < 0 || options.max_streams >= options.num_threads) {
+    return absl::InvalidArgumentError(absl::StrCat("http: max_streams must be in [0, num_threads - 1 = ",
+                                                   options.num_threads - 1, "], got ", options.max_streams));
+  }
   if (options.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("http: drain_timeout must be >= 0, got ", absl::FormatDuration(options.drain_timeout)));
@@ -109,16 +198,34 @@ HttpServer::HttpServer(const Options& options) : options_(options) {}
 HttpServer::~HttpServer() { Stop(); }
 
 absl::Status HttpServer::Handle(absl::string_view method, absl::string_view path, Handler handler) {
+  if (!handler) return absl::InvalidArgumentError(absl::StrCat("http: empty handler for ", method, " ", path));
+  return AddRoute(method, path, Route{.unary = std::move(handler), .stream = nullptr});
+}
+
+absl::Status HttpServer::HandleStream(absl::string_view method, absl::string_view path, StreamHandler handler) {
+  if (!handler) return absl::InvalidArgumentError(absl::StrCat("http: empty handler for ", method, " ", path));
+  if (options_.max_streams == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("http: cannot route the stream ", method, " ", path, ": Options::max_streams is 0"));
+  }
+  return AddRoute(method, path, Route{.unary = nullptr, .stream = std::move(handler)});
+}
+
+bool HttpServer::draining() const {
+  absl::MutexLock lock(&requests_mu_);
+  return draining_;
+}
+
+absl::Status HttpServer::AddRoute(absl::string_view method, absl::string_view path, Route route) {
   if (method.empty() || !absl::StartsWith(path, "/")) {
     return absl::InvalidArgumentError(absl::StrCat("http: bad route '", method, " ", path, "'"));
   }
-  if (!handler) return absl::InvalidArgumentError(absl::StrCat("http: empty handler for ", method, " ", path));
   absl::MutexLock lock(&mu_);
   if (context_ != nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("http: cannot add ", method, " ", path, " while running"));
   }
-  std::map<std::string, Handler>& methods = routes_[std::string(path)];
-  if (!methods.emplace(std::string(method), std::move(handler)).second) {
+  std::map<std::string, Route>& methods = routes_[std::string(path)];
+  if (!methods.emplace(std::string(method), std::move(route)).second) {
     return absl::AlreadyExistsError(absl::StrCat("http: ", method, " ", path, " is already routed"));
   }
   return absl::OkStatus();
@@ -236,14 +343,22 @@ int HttpServer::ServeRequest(mg_connection* conn) const {
   }
 
   Response response;
-  try {
-    response = Dispatch(request);
-  } catch (const std::exception& e) {
-    spdlog::error("http: handler for {} {} threw: {}", request.method, request.path, e.what());
-    response = Response::Text(500, "internal error\n");
-  } catch (...) {
-    spdlog::error("http: handler for {} {} threw a non-std exception", request.method, request.path);
-    response = Response::Text(500, "internal error\n");
+  const Route* route = Find(request, &response);
+  if (route != nullptr && route->stream) {
+    int status = 500;
+    ServeStream(*route, request, conn, &status);
+    return status;
+  }
+  if (route != nullptr) {
+    try {
+      response = route->unary(request);
+    } catch (const std::exception& e) {
+      spdlog::error("http: handler for {} {} threw: {}", request.method, request.path, e.what());
+      response = Response::Text(500, "internal error\n");
+    } catch (...) {
+      spdlog::error("http: handler for {} {} threw a non-std exception", request.method, request.path);
+      response = Response::Text(500, "internal error\n");
+    }
   }
   if (response.status < 100 || response.status > 599) {
     spdlog::error("http: handler for {} {} returned status {}", request.method, request.path, response.status);
@@ -253,18 +368,46 @@ int HttpServer::ServeRequest(mg_connection* conn) const {
   return response.status;
 }
 
-Response HttpServer::Dispatch(const Request& request) const {
+void HttpServer::ServeStream(const Route& route, const Request& request, mg_connection* conn, int* status) const {
+  {
+    absl::MutexLock lock(&requests_mu_);
+    if (streams_ >= options_.max_streams) {
+      const Response busy = Response::Text(
+          503, absl::StrCat("too many open streams (max_streams = ", options_.max_streams, "); retry later\n"));
+      Send(conn, busy, request.method != "HEAD");
+      *status = busy.status;
+      return;
+    }
+    ++streams_;
+  }
+  ConnectionWriter writer(this, conn, request.method != "HEAD");
+  try {
+    route.stream(request, writer);
+  } catch (const std::exception& e) {
+    spdlog::error("http: stream handler for {} {} threw: {}", request.method, request.path, e.what());
+  } catch (...) {
+    spdlog::error("http: stream handler for {} {} threw a non-std exception", request.method, request.path);
+  }
+  *status = writer.Finish();
+  absl::MutexLock lock(&requests_mu_);
+  --streams_;
+}
+
+const HttpServer::Route* HttpServer::Find(const Request& request, Response* error) const {
   const auto route = routes_.find(request.path);
-  if (route == routes_.end()) return Response::Text(404, "not found\n");
-  const std::map<std::string, Handler>& methods = route->second;
+  if (route == routes_.end()) {
+    *error = Response::Text(404, "not found\n");
+    return nullptr;
+  }
+  const std::map<std::string, Route>& methods = route->second;
   auto handler = methods.find(request.method);
   if (handler == methods.end() && request.method == "HEAD") handler = methods.find("GET");
   if (handler == methods.end()) {
-    Response response = Response::Text(405, "method not allowed\n");
-    response.headers.emplace_back("Allow", AllowHeader(methods));
-    return response;
+    *error = Response::Text(405, "method not allowed\n");
+    error->headers.emplace_back("Allow", AllowHeader(methods));
+    return nullptr;
   }
-  return handler->second(request);
+  return &handler->second;
 }
 
 }  // namespace clipserve::http

@@ -53,6 +53,28 @@ struct Response {
 // waits for it.
 using Handler = absl::AnyInvocable<Response(const Request&) const>;
 
+// The response side of a streamed request (one per request; used only by its handler's thread). Either
+// Respond() once with a complete response (an error found before streaming), or Start() the stream and
+// Write() to it; the body is sent with chunked transfer encoding, each Write() one chunk, flushed at once.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  // Sends the status line and headers (no Content-Length). False if the client is gone or the server stops.
+  virtual bool Start(int status, absl::string_view content_type,
+                     const std::vector<std::pair<std::string, std::string>>& headers = {}) = 0;
+  // Sends `data` as one chunk (nothing for empty data). False once the client is gone or the server is
+  // stopping: the handler should then end the stream (cancel its work) and return.
+  virtual bool Write(absl::string_view data) = 0;
+  // Sends a complete response instead of a stream; only before Start().
+  virtual void Respond(const Response& response) = 0;
+  // Whether the client is still connected and the server not stopping, as far as the last write knows.
+  virtual bool ok() const = 0;
+};
+
+// A streamed request's handler: runs on a worker thread for as long as the stream lasts. If it returns
+// without Start() or Respond(), the client gets 500.
+using StreamHandler = absl::AnyInvocable<void(const Request&, ResponseWriter&) const>;
+
 // An HTTP/1.1 server on civetweb. Routes are registered with Handle() while the server is stopped; a request
 // whose path has no route gets 404, a path with routes but not for its method gets 405 with an `Allow`
 // header (HEAD is served by a GET route, without the body), a body over Options::max_request_body_bytes gets
@@ -67,13 +89,10 @@ using Handler = absl::AnyInvocable<Response(const Request&) const>;
 // it takes up to 2 s more, because Debian's civetweb polls its listener in 2 s quanta. Stop is idempotent,
 // the destructor calls it, and a stopped server may be started again.
 //
-// Streaming (for SSE) is not built yet. The plan: a second handler type,
-// `AnyInvocable<void(const Request&, ResponseWriter&) const>`, registered with HandleStream(); ResponseWriter
-// wraps the connection and offers Start(status, headers) (chunked transfer encoding, no Content-Length) and
-// `bool Write(absl::string_view)` that returns false once the client is gone or Stop() has begun (the
-// writer checks draining_, so a streaming handler ends promptly instead of holding Stop for drain_timeout).
-// Streams hold a worker each for their whole life, so they need their own budget: a limit on concurrent
-// streams below num_threads, answering 503 beyond it, so that /metrics and /healthz always find a worker.
+// Streaming (Server-Sent Events): a StreamHandler, registered with HandleStream(), gets a ResponseWriter
+// instead of returning a Response. Streams hold a worker each for their whole life, so they have their own
+// budget (Options::max_streams, below num_threads): beyond it a stream request gets 503 at once, and /metrics
+// and /healthz always find a worker.
 class HttpServer {
  public:
   struct Options {
@@ -92,6 +111,9 @@ class HttpServer {
     // How long Stop() waits for in-flight handlers to finish and send their responses before it closes the
     // connections anyway.
     absl::Duration drain_timeout = absl::Seconds(10);
+    // Streams (HandleStream routes) open at once; further stream requests get 503. Must be below num_threads
+    // when there are stream routes, so that unary routes always find a worker.
+    int max_streams = 0;
   };
 
   // INVALID_ARGUMENT for bad options. Does not bind: Start() does.
@@ -105,6 +127,9 @@ class HttpServer {
   // path not starting with '/' or an empty method, ALREADY_EXISTS for a taken route, FAILED_PRECONDITION
   // while running.
   absl::Status Handle(absl::string_view method, absl::string_view path, Handler handler);
+  // Routes `method` requests for exactly `path` to a streaming handler (same errors as Handle;
+  // FAILED_PRECONDITION when Options::max_streams is 0).
+  absl::Status HandleStream(absl::string_view method, absl::string_view path, StreamHandler handler);
 
   // Binds and starts the workers. UNAVAILABLE if the address cannot be bound, FAILED_PRECONDITION if running.
   absl::Status Start();
@@ -115,7 +140,15 @@ class HttpServer {
   int port() const;
 
  private:
-  using Routes = std::map<std::string, std::map<std::string, Handler>, std::less<>>;
+  // A route's handler for one method: exactly one of the two is set.
+  struct Route {
+    Handler unary;
+    StreamHandler stream;
+  };
+  using Routes = std::map<std::string, std::map<std::string, Route>, std::less<>>;
+  class ConnectionWriter;
+
+  absl::Status AddRoute(absl::string_view method, absl::string_view path, Route route);
 
   explicit HttpServer(const Options& options);
   static int BeginRequest(mg_connection* conn);
@@ -123,13 +156,17 @@ class HttpServer {
   int Serve(mg_connection* conn) const;
   // Reads the request, dispatches it, sends the response; returns its status.
   int ServeRequest(mg_connection* conn) const;
-  Response Dispatch(const Request& request) const;
+  bool draining() const;
+  // The route for the request, or a 404/405 response.
+  const Route* Find(const Request& request, Response* error) const;
+  void ServeStream(const Route& route, const Request& request, mg_connection* conn, int* status) const;
 
   const Options options_;
   // In-flight requests, for Stop()'s drain. Never taken together with mu_ by a worker.
   mutable absl::Mutex requests_mu_;
   mutable int in_flight_ ABSL_GUARDED_BY(requests_mu_) = 0;
   bool draining_ ABSL_GUARDED_BY(requests_mu_) = false;
+  mutable int streams_ ABSL_GUARDED_BY(requests_mu_) = 0;
   // Written only while stopped (under mu_), read by workers without the mutex: mg_start/mg_stop order the
   // accesses.
   Routes routes_;

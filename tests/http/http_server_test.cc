@@ -20,6 +20,7 @@
 namespace clipserve::http {
 namespace {
 
+using ::clipserve::testing::Dechunk;
 using ::clipserve::testing::HttpGet;
 using ::clipserve::testing::HttpRequest;
 using ::clipserve::testing::HttpResult;
@@ -377,6 +378,168 @@ TEST(HttpServer, StopWaitsForInFlightHandlersAndDoesNotHangOnIdleConnections) {
   EXPECT_EQ(slow->body, "done");
   EXPECT_LT(took, absl::Seconds(5)) << "Stop() took " << took;
   ::close(*idle);
+}
+
+}  // namespace
+}  // namespace clipserve::http
+
+namespace clipserve::http {
+namespace {
+
+HttpServer::Options StreamOptions(int max_streams) {
+  HttpServer::Options options = LocalOptions();
+  options.max_streams = max_streams;
+  return options;
+}
+
+TEST(HttpServerStream, CreateAndHandleStreamValidateTheStreamBudget) {
+  HttpServer::Options options = LocalOptions();
+  options.max_streams = options.num_threads;
+  EXPECT_THAT(HttpServer::Create(options), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_streams")));
+  auto server = MakeServer();  // max_streams 0
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(server->HandleStream("GET", "/s", [](const Request&, ResponseWriter&) {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("max_streams is 0")));
+}
+
+TEST(HttpServerStream, ChunksArriveInOrderWithStreamHeaders) {
+  auto server = MakeServer(StreamOptions(2));
+  ASSERT_NE(server, nullptr);
+  ASSERT_THAT(server->HandleStream("POST", "/events",
+                                   [](const Request& r, ResponseWriter& w) {
+                                     ASSERT_TRUE(w.Start(200, "text/event-stream", {{"X-Test", "yes"}}));
+                                     for (int i = 0; i < 5; ++i) EXPECT_TRUE(w.Write(absl::StrCat("data: ", i, "\n\n")));
+                                     EXPECT_TRUE(w.Write(""));  // no chunk: an empty one would end the body
+                                     EXPECT_TRUE(w.Write(r.body));
+                                   }),
+              IsOk());
+  ASSERT_THAT(server->Start(), IsOk());
+  absl::StatusOr<HttpResult> r = HttpRequest(server->port(), "POST", "/events", "tail");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("content-type"), "text/event-stream");
+  EXPECT_EQ(r->header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r->header("cache-control"), "no-cache");
+  EXPECT_EQ(r->header("x-test"), "yes");
+  EXPECT_EQ(r->header("content-length"), "");
+  std::vector<std::string> chunks;
+  absl::StatusOr<std::string> body = Dechunk(r->body, &chunks);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ(*body, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\ntail");
+  EXPECT_EQ(chunks.size(), 6u);
+}
+
+TEST(HttpServerStream, RespondSendsAPlainResponseAndSilenceIs500) {
+  auto server = MakeServer(StreamOptions(1));
+  ASSERT_NE(server, nullptr);
+  ASSERT_THAT(server->HandleStream("GET", "/refuse",
+                                   [](const Request&, ResponseWriter& w) {
+                                     w.Respond(Response::Text(400, "bad prompt\n"));
+                                     EXPECT_FALSE(w.Write("late"));  // not a stream
+                                   }),
+              IsOk());
+  ASSERT_THAT(server->HandleStream("GET", "/silent", [](const Request&, ResponseWriter&) {}), IsOk());
+  ASSERT_THAT(server->HandleStream("GET", "/throws",
+                                   [](const Request&, ResponseWriter&) { throw std::runtime_error("boom"); }),
+              IsOk());
+  ASSERT_THAT(server->Start(), IsOk());
+  absl::StatusOr<HttpResult> r = HttpGet(server->port(), "/refuse");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->status, 400);
+  EXPECT_EQ(r->body, "bad prompt\n");
+  for (const char* path : {"/silent", "/throws"}) {
+    r = HttpGet(server->port(), path);
+    ASSERT_THAT(r, IsOk());
+    EXPECT_EQ(r->status, 500) << path;
+  }
+}
+
+TEST(HttpServerStream, StreamsBeyondTheBudgetGet503WhileUnaryRoutesAreServed) {
+  auto server = MakeServer(StreamOptions(1));
+  ASSERT_NE(server, nullptr);
+  absl::Notification entered, release;
+  ASSERT_THAT(server->HandleStream("GET", "/s",
+                                   [&](const Request&, ResponseWriter& w) {
+                                     w.Start(200, "text/plain");
+                                     entered.Notify();
+                                     release.WaitForNotification();
+                                     w.Write("done");
+                                   }),
+              IsOk());
+  ASSERT_THAT(server->Handle("GET", "/fast", Echo), IsOk());
+  ASSERT_THAT(server->Start(), IsOk());
+  const int port = server->port();
+  absl::StatusOr<HttpResult> first;
+  std::thread client([&] { first = HttpGet(port, "/s"); });
+  entered.WaitForNotification();
+  absl::StatusOr<HttpResult> second = HttpGet(port, "/s");
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ(second->status, 503);
+  EXPECT_THAT(second->body, HasSubstr("max_streams = 1"));
+  absl::StatusOr<HttpResult> fast = HttpGet(port, "/fast");
+  ASSERT_THAT(fast, IsOk());
+  EXPECT_EQ(fast->status, 200);
+  release.Notify();
+  client.join();
+  ASSERT_THAT(first, IsOk());
+  absl::StatusOr<std::string> body = Dechunk(first->body);
+  ASSERT_THAT(body, IsOk());
+  EXPECT_EQ(*body, "done");
+}
+
+TEST(HttpServerStream, WriteFailsOnceTheClientHasGone) {
+  auto server = MakeServer(StreamOptions(1));
+  ASSERT_NE(server, nullptr);
+  absl::Notification started, gave_up;
+  std::atomic<int> writes{0};
+  ASSERT_THAT(server->HandleStream("GET", "/forever",
+                                   [&](const Request&, ResponseWriter& w) {
+                                     w.Start(200, "text/plain");
+                                     started.Notify();
+                                     const std::string chunk(4096, 'x');
+                                     for (int i = 0; i < 100000 && w.Write(chunk); ++i) {
+                                       ++writes;
+                                       absl::SleepFor(absl::Milliseconds(1));
+                                     }
+                                     EXPECT_FALSE(w.ok());
+                                     gave_up.Notify();
+                                   }),
+              IsOk());
+  ASSERT_THAT(server->Start(), IsOk());
+  absl::StatusOr<int> fd = ::clipserve::testing::ConnectLocal(server->port());
+  ASSERT_THAT(fd, IsOk());
+  const std::string request = "GET /forever HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(*fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  started.WaitForNotification();
+  ::close(*fd);
+  EXPECT_TRUE(gave_up.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_LT(writes.load(), 100000);
+}
+
+TEST(HttpServerStream, StopEndsStreamsWithoutWaitingForTheDrainTimeout) {
+  HttpServer::Options options = StreamOptions(1);
+  options.drain_timeout = absl::Seconds(30);
+  auto server = MakeServer(options);
+  ASSERT_NE(server, nullptr);
+  absl::Notification started;
+  ASSERT_THAT(server->HandleStream("GET", "/ticks",
+                                   [&](const Request&, ResponseWriter& w) {
+                                     w.Start(200, "text/plain");
+                                     started.Notify();
+                                     while (w.Write("tick\n")) absl::SleepFor(absl::Milliseconds(10));
+                                   }),
+              IsOk());
+  ASSERT_THAT(server->Start(), IsOk());
+  absl::StatusOr<HttpResult> r;
+  std::thread client([&] { r = HttpGet(server->port(), "/ticks"); });
+  started.WaitForNotification();
+  const absl::Time t0 = absl::Now();
+  server->Stop();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));  // the stream ended at its next write, not after 30 s
+  client.join();
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(r->body, HasSubstr("tick"));
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -108,6 +109,26 @@ inline absl::StatusOr<HttpResult> HttpRequest(int port, absl::string_view method
 
 inline absl::StatusOr<HttpResult> HttpGet(int port, absl::string_view target) {
   return HttpRequest(port, "GET", target);
+}
+
+// The body of a chunked response decoded (each chunk appended to `chunks` when given); DATA_LOSS for a
+// malformed or unterminated chunk stream.
+inline absl::StatusOr<std::string> Dechunk(absl::string_view body, std::vector<std::string>* chunks = nullptr) {
+  std::string out;
+  while (true) {
+    const size_t eol = body.find("\r\n");
+    if (eol == absl::string_view::npos) return absl::DataLossError("chunk size line without CRLF");
+    size_t size = 0;
+    if (!absl::SimpleHexAtoi(body.substr(0, eol), &size)) {
+      return absl::DataLossError(absl::StrCat("bad chunk size '", body.substr(0, eol), "'"));
+    }
+    body.remove_prefix(eol + 2);
+    if (size == 0) return out;
+    if (body.size() < size + 2 || body.substr(size, 2) != "\r\n") return absl::DataLossError("truncated chunk");
+    out.append(body.data(), size);
+    if (chunks != nullptr) chunks->emplace_back(body.substr(0, size));
+    body.remove_prefix(size + 2);
+  }
 }
 
 }  // namespace clipserve::testing
