@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 bash tools/build.sh
-# Node.js packages for the interop tests (exact versions from tests/interop/package-lock.json).
-if [[ ! -d tests/interop/node_modules ]] || [[ tests/interop/package-lock.json -nt tests/interop/node_modules ]]; then
-  npm ci --prefix tests/interop --no-audit --no-fund
-fi
+# Node.js packages for the interop tests and the example client (exact versions from their package-lock.json).
+for dir in tests/interop client/node; do
+  if [[ ! -d $dir/node_modules ]] || [[ $dir/package-lock.json -nt $dir/node_modules ]]; then
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+done
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)"
