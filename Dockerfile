@@ -96,12 +96,13 @@ RUN mkdir -p /stage/cuda-lib \
 
 # ---- runtime stages -------------------------------------------------------------------------------------------
 
-# What both images share: the runtime libraries of gRPC, protobuf, abseil, OpenCV, ICU, spdlog and civetweb
-# (the packages owning the binaries' NEEDED libraries), the user, the models and the configs.
+# What both images share: the runtime libraries of gRPC, protobuf, abseil, OpenSSL's libcrypto (the server's
+# certificate and token checks), OpenCV, ICU, spdlog and civetweb (the packages owning the binaries' NEEDED
+# libraries), the user, the models and the configs.
 FROM ${DEBIAN_SLIM_IMAGE} AS runtime-base
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
+      libgrpc++1.51 libgrpc29 libssl3 libprotobuf32 libabsl20220623 \
       libopencv-core406 libopencv-imgproc406 libopencv-imgcodecs406 \
       libicu72 libspdlog1.10 libfmt9 libcivetweb1 libgomp1 \
  && rm -rf /var/lib/apt/lists/* \

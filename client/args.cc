@@ -41,6 +41,12 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"json", FlagType::kBool, "",
        "print one JSON document: the response (protobuf JSON mapping) or {\"error\": {...}}"},
       {"model", FlagType::kValue, "NAME", "the served model to use (default: the server's default model)"},
+      {"tls", FlagType::kBool, "", "connect with TLS, checking the server against the system's CA certificates"},
+      {"tls_ca", FlagType::kValue, "FILE", "connect with TLS, checking the server against these CA certificates (PEM)"},
+      {"tls_cert", FlagType::kValue, "FILE", "mutual TLS: this client certificate chain (PEM), with --tls_key"},
+      {"tls_key", FlagType::kValue, "FILE", "mutual TLS: the client certificate's private key (PEM)"},
+      {"tls_server_name", FlagType::kValue, "NAME", "the name in the server's certificate, if not the --target host"},
+      {"token", FlagType::kValue, "TOKEN", "send `authorization: Bearer TOKEN` (default $CLIPSERVE_TOKEN, safer)"},
       {"help", FlagType::kBool, "", "print this text"},
   };
   return *kFlags;

@@ -40,7 +40,7 @@ struct VerbSpec {
   std::string positional;
 };
 
-// The flags every verb accepts (--target, --timeout, --json, --model, --help).
+// The flags every verb accepts (--target, --timeout, --json, --model, the TLS flags, --token, --help).
 const std::vector<FlagSpec>& GlobalFlags();
 
 // "usage: clipctl VERB ..." with the description and every flag of `verb` (global flags last).

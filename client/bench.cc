@@ -312,6 +312,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& options) {
     co.target = options.target;
     co.timeout = options.timeout;
     co.connection_index = i;
+    co.security = options.security;
     CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<ClipClient> c, ClipClient::Create(co));
     clients.push_back(std::move(c));
   }
@@ -387,6 +388,7 @@ absl::StatusOr<BenchResult> RunBench(const BenchOptions& options) {
   BenchResult result;
   result.options = options;
   result.options.images.clear();
+  result.options.security.token.clear();  // results are printed and saved; the token stays out of them
   result.measured_s = absl::ToDoubleSeconds(options.duration);
   recorder.Fill(&result);
   result.throughput_per_s = static_cast<double>(result.ok) / result.measured_s;

@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/clip_client.h"
 #include "client/metrics.h"
 #include "clipserve/v1/clipserve.pb.h"
 #include "nlohmann/json.hpp"
@@ -35,6 +36,7 @@ std::string BenchCallName(BenchCall call);
 
 struct BenchOptions {
   std::string target = "localhost:8500";
+  ChannelSecurity security;  // TLS and token of every connection
   std::string model;  // empty: the server's default
   BenchCall call = BenchCall::kEmbedText;
   // Every call sends the same request: all `texts` (embed_text), all `images` (embed_image), or all `images`
@@ -68,7 +70,7 @@ double Percentile(const std::vector<double>& sorted, double p);
 LatencySummary SummarizeLatencies(std::vector<double> values);
 
 struct BenchResult {
-  BenchOptions options;  // without the image bytes
+  BenchOptions options;  // without the image bytes and the token
   std::string model;     // as the server named it in its answers
   double measured_s = 0;
   int64_t calls = 0;  // answered calls in the window, OK or not

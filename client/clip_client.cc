@@ -4,13 +4,17 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/common/file_util.h"
+#include "server/common/status_macros.h"
 
 namespace clipserve::client {
 namespace {
@@ -29,9 +33,68 @@ absl::StatusOr<Response> Unary(const ClipClient& client, Stub* stub,
   return response;
 }
 
+// Adds `authorization: Bearer <token>` to the initial metadata of every call on the channel. An interceptor, not
+// call credentials: gRPC refuses call credentials on a plaintext channel, and a token over plaintext is
+// legitimate to a server behind a TLS-terminating proxy or mesh.
+class BearerTokenInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerTokenInterceptor(std::shared_ptr<const std::string> header) : header_(std::move(header)) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", *header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::shared_ptr<const std::string> header_;
+};
+
+class BearerTokenInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerTokenInterceptorFactory(const std::string& token)
+      : header_(std::make_shared<const std::string>(absl::StrCat("Bearer ", token))) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo* /*info*/) override {
+    return new BearerTokenInterceptor(header_);
+  }
+
+ private:
+  const std::shared_ptr<const std::string> header_;
+};
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view what) {
+  absl::StatusOr<std::string> text = ReadFileToString(path, 1u << 20);
+  if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat(what, ": ", text.status().message()));
+  // gRPC would only fail at the first handshake, with an error that does not name the file.
+  if (!absl::StrContains(*text, "-----BEGIN ")) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", path, ": not PEM (no -----BEGIN line)"));
+  }
+  return text;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials(const ChannelSecurity& s) {
+  if (!s.tls_cert_file.empty() || !s.tls_key_file.empty()) {
+    if (s.tls_cert_file.empty() || s.tls_key_file.empty()) {
+      return absl::InvalidArgumentError("a client certificate needs both its certificate file and its key file");
+    }
+    if (!s.tls) return absl::InvalidArgumentError("a client certificate needs TLS");
+  }
+  if (!s.tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  if (!s.tls_ca_file.empty()) {
+    CLIPSERVE_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(s.tls_ca_file, "TLS CA file"));
+  }
+  if (!s.tls_cert_file.empty()) {
+    CLIPSERVE_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPemFile(s.tls_cert_file, "TLS client certificate"));
+    CLIPSERVE_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPemFile(s.tls_key_file, "TLS client key"));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
 
-std::shared_ptr<grpc::Channel> CreateClipChannel(const ClientOptions& options) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateClipChannel(const ClientOptions& options) {
+  CLIPSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> credentials, Credentials(options.security));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   args.SetMaxSendMessageSize(-1);
@@ -40,7 +103,14 @@ std::shared_ptr<grpc::Channel> CreateClipChannel(const ClientOptions& options) {
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("clipctl.connection_index", options.connection_index);
   }
-  return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  if (options.security.tls && !options.security.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(options.security.tls_server_name);
+  }
+  if (options.security.token.empty()) return grpc::CreateCustomChannel(options.target, credentials, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(options.security.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(options.target, credentials, args,
+                                                                 std::move(interceptors));
 }
 
 absl::StatusOr<std::unique_ptr<ClipClient>> ClipClient::Create(const ClientOptions& options) {
@@ -49,7 +119,8 @@ absl::StatusOr<std::unique_ptr<ClipClient>> ClipClient::Create(const ClientOptio
     return absl::InvalidArgumentError(
         absl::StrCat("the timeout must be positive, not ", absl::FormatDuration(options.timeout)));
   }
-  return std::unique_ptr<ClipClient>(new ClipClient(options, CreateClipChannel(options)));
+  CLIPSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, CreateClipChannel(options));
+  return std::unique_ptr<ClipClient>(new ClipClient(options, std::move(channel)));
 }
 
 ClipClient::ClipClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel)
@@ -127,6 +198,10 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view target
     } else if (absl::StrContains(lower, "dns resolution failed") || absl::StrContains(lower, "name resolution") ||
                absl::StrContains(lower, "could not resolve") || absl::StrContains(lower, "domain name not found")) {
       reason = "cannot resolve the host name";
+    } else if (absl::StrContains(lower, "ssl") || absl::StrContains(lower, "handshake")) {
+      // "... Ssl handshake failed: SSL_ERROR_SSL: error:0A000086:SSL routines::certificate verify failed": the
+      // server is there; its certificate, ours, or a TLS/plaintext mismatch is the problem.
+      return absl::UnavailableError(absl::StrCat("cannot reach ", target, ": TLS handshake failed (", message, ")"));
     } else if (absl::StrContains(lower, "failed to connect") || absl::StrContains(lower, "connect failed")) {
       reason = message;
     }

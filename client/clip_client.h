@@ -26,6 +26,22 @@
 
 namespace clipserve::client {
 
+// How a channel authenticates the server and itself (docs/operations.md, "Security").
+struct ChannelSecurity {
+  // TLS: off (plaintext) unless `tls` is set. The server's certificate is checked against the CA certificates
+  // in tls_ca_file (PEM), or against the system's roots when it is empty.
+  bool tls = false;
+  std::string tls_ca_file;
+  // Mutual TLS: a client certificate chain and its key (PEM files), both or neither; needs `tls`.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // The name the server's certificate must carry when it differs from the target's host (connecting by IP
+  // address, or through a tunnel). Empty: the target's host.
+  std::string tls_server_name;
+  // Sent as `authorization: Bearer <token>` with every call when not empty.
+  std::string token;
+};
+
 struct ClientOptions {
   // A gRPC target: "host:port", "dns:///host:port", "unix:/path", ...
   std::string target = "localhost:8500";
@@ -36,6 +52,7 @@ struct ClientOptions {
   // -1: share the process-wide connection to the target (gRPC's default). N >= 0: a TCP connection of this
   // channel's own; load generators open several to spread calls over the server's threads.
   int connection_index = -1;
+  ChannelSecurity security;
 };
 
 struct CallOptions {
@@ -45,7 +62,8 @@ struct CallOptions {
 
 class ClipClient {
  public:
-  // INVALID_ARGUMENT for an empty target or a non-positive timeout. Does not connect: the first call does.
+  // INVALID_ARGUMENT for an empty target, a non-positive timeout or unusable security options (an unreadable
+  // certificate file: NOT_FOUND or INVALID_ARGUMENT naming it). Does not connect: the first call does.
   static absl::StatusOr<std::unique_ptr<ClipClient>> Create(const ClientOptions& options);
 
   absl::StatusOr<v1::EmbedTextResponse> EmbedText(const v1::EmbedTextRequest& request,
@@ -83,12 +101,14 @@ class ClipClient {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
-// A channel to `target` (insecure credentials; see ClientOptions for connection_index).
-std::shared_ptr<grpc::Channel> CreateClipChannel(const ClientOptions& options);
+// A channel to `target` with `security` (see ClientOptions for connection_index). Reads the certificate files;
+// errors as for ClipClient::Create.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateClipChannel(const ClientOptions& options);
 
 // A gRPC status as absl::Status with the same code and message, marked as coming from the server (see
 // IsServerStatus). UNAVAILABLE because the channel could not connect becomes "cannot reach TARGET: REASON (is
-// the server running?)" and is not marked.
+// the server running?)", or "cannot reach TARGET: TLS handshake failed: ..." when TLS is what failed, and is not
+// marked.
 absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view target);
 
 // True for statuses that FromGrpcStatus converted from a server's answer (clipctl prints them as

@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/bench.h"
@@ -329,6 +331,7 @@ VerbSpec BenchSpec() {
 absl::StatusOr<int> RunBenchVerb(const Args& args, Context& ctx) {
   BenchOptions o;
   o.target = ctx.target();
+  o.security = ctx.security();
   o.timeout = ctx.timeout();
   o.model = args.Get("model");
   auto usage = [](const absl::Status& s) { return UsageError(s.message()); };
@@ -381,6 +384,26 @@ absl::StatusOr<int> RunBenchVerb(const Args& args, Context& ctx) {
   return 0;
 }
 
+// The global TLS flags and the token: any TLS flag turns TLS on; --token (even empty) overrides $CLIPSERVE_TOKEN.
+absl::StatusOr<ChannelSecurity> SecurityFromArgs(const Args& args) {
+  ChannelSecurity s;
+  s.tls_ca_file = args.Get("tls_ca");
+  s.tls_cert_file = args.Get("tls_cert");
+  s.tls_key_file = args.Get("tls_key");
+  s.tls_server_name = args.Get("tls_server_name");
+  s.tls = args.GetBool("tls") || !s.tls_ca_file.empty() || !s.tls_cert_file.empty() || !s.tls_server_name.empty();
+  if (s.tls_cert_file.empty() != s.tls_key_file.empty()) {
+    return UsageError("--tls_cert and --tls_key go together (a client certificate and its private key)");
+  }
+  if (args.Has("token")) {
+    s.token = args.Get("token");
+  } else if (const char* env = std::getenv("CLIPSERVE_TOKEN"); env != nullptr) {
+    s.token = env;
+  }
+  s.token = std::string(absl::StripAsciiWhitespace(s.token));
+  return s;
+}
+
 std::string TopUsage(const std::vector<Verb>& verbs) {
   std::string out = kTopUsage;
   for (const Verb& v : verbs) absl::StrAppend(&out, absl::StrFormat("  %-12s %s\n", v.spec.name, v.spec.summary));
@@ -394,9 +417,11 @@ std::string TopUsage(const std::vector<Verb>& verbs) {
 
 }  // namespace
 
-Context::Context(std::string target, absl::Duration timeout, bool json, std::ostream& out, std::ostream& err)
+Context::Context(std::string target, absl::Duration timeout, ChannelSecurity security, bool json, std::ostream& out,
+                 std::ostream& err)
     : target_(std::move(target)),
       timeout_(timeout),
+      security_(std::move(security)),
       json_(json),
       out_(out),
       err_(err),
@@ -406,6 +431,7 @@ ClientOptions Context::ClientOptionsForTarget() const {
   ClientOptions options;
   options.target = target_;
   options.timeout = timeout_;
+  options.security = security_;
   return options;
 }
 
@@ -487,8 +513,10 @@ int RunClipctl(const std::vector<std::string>& argv, const std::vector<Verb>& ve
   const absl::StatusOr<double> timeout_s = args->GetDouble("timeout", 30, 1e-3, 1e7);
   if (!timeout_s.ok()) return usage_failure(std::string(timeout_s.status().message()), usage);
   const bool json = args->GetBool("json");
+  absl::StatusOr<ChannelSecurity> security = SecurityFromArgs(*args);
+  if (!security.ok()) return usage_failure(std::string(security.status().message()), usage);
 
-  Context ctx(args->Get("target", "localhost:8500"), absl::Seconds(*timeout_s), json, out, err);
+  Context ctx(args->Get("target", "localhost:8500"), absl::Seconds(*timeout_s), *std::move(security), json, out, err);
   absl::StatusOr<int> rc = verb->run(*args, ctx);
   if (rc.ok()) return *rc;
   if (IsUsageError(rc.status())) return usage_failure(std::string(rc.status().message()), usage);
@@ -496,6 +524,9 @@ int RunClipctl(const std::vector<std::string>& argv, const std::vector<Verb>& ve
     out << ErrorJson(rc.status()) << "\n";
   } else {
     err << "clipctl: " << ErrorText(rc.status()) << "\n";
+    if (rc.status().code() == absl::StatusCode::kUnauthenticated && IsServerStatus(rc.status())) {
+      err << "clipctl: the server wants a valid bearer token: set CLIPSERVE_TOKEN or pass --token\n";
+    }
   }
   return 1;
 }

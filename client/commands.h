@@ -23,10 +23,13 @@ namespace clipserve::client {
 class Context {
  public:
   // `err` is a terminal when it is std::cerr and file descriptor 2 is a TTY.
-  Context(std::string target, absl::Duration timeout, bool json, std::ostream& out, std::ostream& err);
+  Context(std::string target, absl::Duration timeout, ChannelSecurity security, bool json, std::ostream& out,
+          std::ostream& err);
 
   const std::string& target() const { return target_; }
   absl::Duration timeout() const { return timeout_; }
+  // TLS and token for every connection to the target (--tls*, --token, $CLIPSERVE_TOKEN).
+  const ChannelSecurity& security() const { return security_; }
   bool json() const { return json_; }
   std::ostream& out() { return out_; }
   // Diagnostics and live progress; a verb's answer goes to out().
@@ -42,6 +45,7 @@ class Context {
 
   std::string target_;
   absl::Duration timeout_;
+  ChannelSecurity security_;
   bool json_;
   std::ostream& out_;
   std::ostream& err_;

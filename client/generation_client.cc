@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<GenerationClient>> GenerationClient::Create(const
     return absl::InvalidArgumentError(
         absl::StrCat("the timeout must be positive, not ", absl::FormatDuration(options.timeout)));
   }
-  return std::unique_ptr<GenerationClient>(new GenerationClient(options, CreateClipChannel(options)));
+  CLIPSERVE_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, CreateClipChannel(options));
+  return std::unique_ptr<GenerationClient>(new GenerationClient(options, std::move(channel)));
 }
 
 GenerationClient::GenerationClient(const ClientOptions& options, std::shared_ptr<grpc::Channel> channel)

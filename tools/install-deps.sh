@@ -19,6 +19,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus
   # tools/convert_taming_vqgan.py and its test (Debian's python3, not a pyenv one)
   python3 python3-torch python3-numpy
+  # tests/web: the web demo driven by Playwright in Debian's headless Chromium (with fonts for the screenshot);
+  # the TLS tests make their certificates with the openssl CLI
+  chromium fonts-liberation fonts-dejavu-core openssl
 )
 
 # Node.js and npm (interop tests with a non-C++ gRPC stack): Debian's packages, unless a node is already there.

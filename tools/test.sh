@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 bash tools/build.sh
-# Node.js packages for the interop tests and the example client (exact versions from their package-lock.json).
-for dir in tests/interop client/node; do
+# Node.js packages for the interop tests, the example client and the browser test (exact versions from their package-lock.json).
+for dir in tests/interop client/node tests/web; do
   if [[ ! -d $dir/node_modules ]] || [[ $dir/package-lock.json -nt $dir/node_modules ]]; then
     npm ci --prefix "$dir" --no-audit --no-fund
   fi

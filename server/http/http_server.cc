@@ -1,12 +1,21 @@
 #include "server/http/http_server.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <civetweb.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <vector>
 #include <exception>
 #include <mutex>
 #include <string>
@@ -79,6 +88,53 @@ void Send(mg_connection* conn, const Response& response, bool with_body) {
 bool WriteAll(mg_connection* conn, absl::string_view data) {
   return data.empty() || mg_write(conn, data.data(), data.size()) == static_cast<int>(data.size());
 }
+
+// A private temporary file holding a private key and a certificate chain (civetweb's ssl_certificate format),
+// deleted with its directory on destruction.
+class TlsPemFile {
+ public:
+  TlsPemFile() = default;
+  TlsPemFile(const TlsPemFile&) = delete;
+  TlsPemFile& operator=(const TlsPemFile&) = delete;
+  ~TlsPemFile() {
+    if (!path_.empty()) std::remove(path_.c_str());
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+
+  absl::Status Create(const std::string& key_file, const std::string& cert_file) {
+    std::string pem;
+    for (const std::string& file : {key_file, cert_file}) {
+      std::ifstream in(file, std::ios::binary);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!in.good() && !in.eof()) return absl::InvalidArgumentError(absl::StrCat("http: cannot read ", file));
+      if (text.find("-----BEGIN ") == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat("http: ", file, " is not a PEM file"));
+      }
+      if (!text.empty() && text.back() != '\n') text += '\n';
+      pem += text;
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/clipserve-tls-XXXXXX");
+    if (::mkdtemp(dir.data()) == nullptr) {
+      return absl::InternalError(absl::StrCat("http: cannot create a private directory for the TLS key: ",
+                                              std::strerror(errno)));
+    }
+    dir_ = dir;  // mkdtemp makes it 0700
+    path_ = dir + "/server.pem";
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) return absl::InternalError(absl::StrCat("http: cannot write ", path_, ": ", std::strerror(errno)));
+    const bool written = ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size());
+    ::close(fd);
+    if (!written) return absl::InternalError(absl::StrCat("http: cannot write ", path_));
+    return absl::OkStatus();
+  }
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string dir_;
+  std::string path_;
+};
 
 }  // namespace
 
@@ -186,6 +242,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(const Options& op
     return absl::InvalidArgumentError(absl::StrCat("http: max_streams must be in [0, num_threads - 1 = ",
                                                    options.num_threads - 1, "], got ", options.max_streams));
   }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("http: tls_cert_file and tls_key_file go together");
+  }
+  if (!options.tls_client_ca_file.empty() && options.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError("http: tls_client_ca_file needs tls_cert_file and tls_key_file");
+  }
   if (options.drain_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         absl::StrCat("http: drain_timeout must be >= 0, got ", absl::FormatDuration(options.drain_timeout)));
@@ -236,19 +298,39 @@ absl::Status HttpServer::Start() {
   if (context_ != nullptr) return absl::FailedPreconditionError("http: server already running");
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
+  const bool tls = !options_.tls_cert_file.empty();
+  // civetweb wants the key and the certificate chain in one PEM file: a private copy, removed once civetweb
+  // has loaded it (in mg_start2).
+  TlsPemFile pem;
+  if (tls) {
+    static const bool tls_ready = (mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS) != 0;
+    if (!tls_ready) {
+      return absl::FailedPreconditionError(
+          "http: civetweb could not load OpenSSL (it opens libssl.so and libcrypto.so: install libssl-dev)");
+    }
+    absl::Status s = pem.Create(options_.tls_key_file, options_.tls_cert_file);
+    if (!s.ok()) return s;
+  }
 
-  const std::string ports = absl::StrCat(options_.listen_address, ":", options_.port);
+  const std::string ports = absl::StrCat(options_.listen_address, ":", options_.port, tls ? "s" : "");
   const std::string threads = absl::StrCat(options_.num_threads);
   const std::string timeout = absl::StrCat(absl::ToInt64Milliseconds(options_.request_timeout));
-  const char* config[] = {"listening_ports", ports.c_str(),       "num_threads", threads.c_str(), "request_timeout_ms",
-                          timeout.c_str(),   "enable_keep_alive", "no",          nullptr};
+  std::vector<const char*> config = {"listening_ports",    ports.c_str(),   "num_threads", threads.c_str(),
+                                     "request_timeout_ms", timeout.c_str(), "enable_keep_alive", "no"};
+  if (tls) {
+    config.insert(config.end(), {"ssl_certificate", pem.path().c_str(), "ssl_protocol_version", "4"});
+    if (!options_.tls_client_ca_file.empty()) {
+      config.insert(config.end(), {"ssl_ca_file", options_.tls_client_ca_file.c_str(), "ssl_verify_peer", "yes"});
+    }
+  }
+  config.push_back(nullptr);
   static const mg_callbacks callbacks = [] {
     mg_callbacks c{};
     c.begin_request = &HttpServer::BeginRequest;
     c.log_message = &LogMessage;
     return c;
   }();
-  mg_init_data init{&callbacks, this, config};
+  mg_init_data init{&callbacks, this, config.data()};
   char error_text[256] = "";
   unsigned error_code = 0;
   mg_error_data error{&error_code, error_text, sizeof(error_text)};
@@ -258,7 +340,8 @@ absl::Status HttpServer::Start() {
   }
   mg_context* context = mg_start2(&init, &error);
   if (context == nullptr) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", ports, ": ", error_text));
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", ports, ": ", error_text,
+                                               tls ? " (check the TLS certificate, key and CA files)" : ""));
   }
   mg_server_port bound{};
   if (mg_get_server_ports(context, 1, &bound) < 1 || bound.port <= 0) {

@@ -114,6 +114,12 @@ class HttpServer {
     // Streams (HandleStream routes) open at once; further stream requests get 503. Must be below num_threads
     // when there are stream routes, so that unary routes always find a worker.
     int max_streams = 0;
+    // HTTPS: PEM certificate chain and unencrypted private key (both or neither); the port then speaks only
+    // TLS (1.2 or later). With tls_client_ca_file, clients must present a certificate from that CA (mutual
+    // TLS). The files are read by Start().
+    std::string tls_cert_file;
+    std::string tls_key_file;
+    std::string tls_client_ca_file;
   };
 
   // INVALID_ARGUMENT for bad options. Does not bind: Start() does.

@@ -207,8 +207,8 @@ class ClipService::Call : public grpc::ServerUnaryReactor {
 
 std::atomic<uint64_t> ClipService::Call::next_id_{1};
 
-ClipService::ClipService(const v1::config::Limits& limits, ServiceMetrics* metrics)
-    : limits_(limits), metrics_(metrics) {}
+ClipService::ClipService(const v1::config::Limits& limits, ServiceMetrics* metrics, const BearerAuth* auth)
+    : limits_(limits), metrics_(metrics), auth_(auth) {}
 
 void ClipService::SetModels(ModelSet models) {
   absl::MutexLock lock(&mu_);
@@ -241,8 +241,9 @@ void ClipService::CallFinished() {
 ClipService::Call* ClipService::Admit(grpc::CallbackServerContext* context, const char* method,
                                       const std::string& model_name, runtime::ClipRuntime** model) {
   *model = nullptr;
-  absl::Status refusal;
-  {
+  // The token first: a caller without a valid one learns nothing else, not even whether models are loaded.
+  absl::Status refusal = auth_ != nullptr ? auth_->CheckCall(*context, method) : absl::OkStatus();
+  if (refusal.ok()) {
     absl::MutexLock lock(&mu_);
     if (!admitting_) {
       refusal = absl::UnavailableError("the server is shutting down; retry on another instance");

@@ -16,6 +16,7 @@
 #include "clipserve/v1/clipserve.grpc.pb.h"
 #include "clipserve/v1/config.pb.h"
 #include "server/runtime/clip_runtime.h"
+#include "server/service/security.h"
 #include "server/service/service_metrics.h"
 
 namespace clipserve::service {
@@ -28,7 +29,8 @@ struct ModelSet {
 
 class ClipService final : public ::clipserve::v1::Clip::CallbackService {
  public:
-  ClipService(const ::clipserve::v1::config::Limits& limits, ServiceMetrics* metrics);
+  // `auth` (not owned, outlives the service; null: no token needed) checks every call's bearer token.
+  ClipService(const ::clipserve::v1::config::Limits& limits, ServiceMetrics* metrics, const BearerAuth* auth);
 
   // Publishes the loaded models; from then on calls are served.
   void SetModels(ModelSet models);
@@ -58,13 +60,15 @@ class ClipService final : public ::clipserve::v1::Clip::CallbackService {
   class Call;
 
  private:
-  // Admits a call: checks the service state and resolves the model. On error the call is already finished.
+  // Admits a call: checks its token, the service state and resolves the model. On error the call is already
+  // finished.
   Call* Admit(grpc::CallbackServerContext* context, const char* method, const std::string& model_name,
               runtime::ClipRuntime** model);
   void CallFinished();
 
   const ::clipserve::v1::config::Limits limits_;
   ServiceMetrics* const metrics_;
+  const BearerAuth* const auth_;
   mutable absl::Mutex mu_;
   ModelSet models_ ABSL_GUARDED_BY(mu_);
   bool ready_ ABSL_GUARDED_BY(mu_) = false;

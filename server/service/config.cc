@@ -1,5 +1,6 @@
 #include "server/service/config.h"
 
+#include <algorithm>
 #include <set>
 #include <tuple>
 #include <thread>
@@ -8,6 +9,7 @@
 #include <google/protobuf/text_format.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "nlohmann/json.hpp"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -15,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
+#include "server/service/security.h"
 
 namespace clipserve::service {
 namespace {
@@ -173,6 +176,53 @@ absl::Status FinalizeGeneration(const fs::path& base_dir, const ServerConfig& co
   return absl::OkStatus();
 }
 
+// Resolves the file paths and reads everything once (LoadServerSecurity), so that a missing certificate or a bad
+// token file fails here, naming the field, rather than when the port is opened.
+absl::Status FinalizeSecurity(const fs::path& base_dir, SecurityConfig* security) {
+  for (std::string* value : {security->mutable_tls_cert_file(), security->mutable_tls_key_file(),
+                             security->mutable_tls_client_ca_file(), security->mutable_tokens_file()}) {
+    if (value->empty()) continue;
+    fs::path path = *value;
+    if (path.is_relative()) path = base_dir / path;
+    *value = path.lexically_normal().string();
+  }
+  if (!security->has_require_token()) {
+    security->set_require_token(!security->tokens_file().empty() || !security->tokens_env().empty());
+  }
+  absl::StatusOr<ServerSecurity> loaded = LoadServerSecurity(*security);
+  if (!loaded.ok()) return absl::InvalidArgumentError(absl::StrCat("config field ", loaded.status().message()));
+  return absl::OkStatus();
+}
+
+absl::Status FinalizeGateway(const v1::config::Limits& limits, GatewayConfig* g) {
+  if (!g->has_enabled()) g->set_enabled(true);
+  if (!g->has_web_demo()) g->set_web_demo(true);
+  if (g->web_demo() && !g->enabled()) return Bad("gateway.web_demo", "needs gateway.enabled (the demo calls /v1/)");
+  for (int i = 0; i < g->cors_allowed_origins_size(); ++i) {
+    const std::string& origin = g->cors_allowed_origins(i);
+    const bool ok = origin == "*" || ((absl::StartsWith(origin, "http://") || absl::StartsWith(origin, "https://")) &&
+                                      origin.find_first_of(" \t\r\n,") == std::string::npos &&
+                                      !absl::EndsWith(origin, "/"));
+    if (!ok) {
+      return Bad(absl::StrCat("gateway.cors_allowed_origins[", i, "]"),
+                 absl::StrCat("'", absl::CEscape(origin),
+                              "'; use \"*\" or an origin such as \"https://app.example.com\" (scheme, host, "
+                              "optional port, no path)"));
+    }
+  }
+  if (g->default_timeout_ms() == 0) g->set_default_timeout_ms(60000);
+  if (g->default_timeout_ms() > 3'600'000) {
+    return Bad("gateway.default_timeout_ms", absl::StrCat(g->default_timeout_ms(), "; use 1 to 3600000 (1 h)"));
+  }
+  if (g->max_request_bytes() == 0) {
+    const uint64_t bytes = uint64_t{limits.max_message_bytes()} * 4 / 3 + (64u << 10);
+    g->set_max_request_bytes(static_cast<uint32_t>(std::min<uint64_t>(bytes, uint64_t{1} << 31)));
+  }
+  if (g->max_streams() == 0) g->set_max_streams(16);
+  if (g->max_streams() > 1000) return Bad("gateway.max_streams", absl::StrCat(g->max_streams(), "; use 1 to 1000"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status FinalizeServerConfig(ServerConfig* config, const fs::path& base_dir) {
@@ -200,6 +250,8 @@ absl::Status FinalizeServerConfig(ServerConfig* config, const fs::path& base_dir
     CLIPSERVE_RETURN_IF_ERROR(FinalizeGeneration(base_dir, *config, config->mutable_generation()));
   }
 
+  if (config->has_security()) CLIPSERVE_RETURN_IF_ERROR(FinalizeSecurity(base_dir, config->mutable_security()));
+
   auto* limits = config->mutable_limits();
   if (limits->max_items_per_request() == 0) limits->set_max_items_per_request(256);
   if (limits->max_text_bytes() == 0) limits->set_max_text_bytes(16384);
@@ -210,6 +262,7 @@ absl::Status FinalizeServerConfig(ServerConfig* config, const fs::path& base_dir
     return Bad("limits.max_image_bytes", absl::StrCat(limits->max_image_bytes(), " exceeds limits.max_message_bytes (",
                                                       limits->max_message_bytes(), ")"));
   }
+  CLIPSERVE_RETURN_IF_ERROR(FinalizeGateway(*limits, config->mutable_gateway()));
   auto* threads = config->mutable_threads();
   const uint32_t cores = std::max(1u, std::thread::hardware_concurrency());
   if (threads->cpu_pool_threads() == 0) threads->set_cpu_pool_threads(cores);

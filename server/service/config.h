@@ -13,10 +13,13 @@ using ServerConfig = ::clipserve::v1::config::ServerConfig;
 using ModelConfig = ::clipserve::v1::config::ModelConfig;
 using LaneConfig = ::clipserve::v1::config::LaneConfig;
 using GenerationConfig = ::clipserve::v1::config::GenerationConfig;
+using SecurityConfig = ::clipserve::v1::config::Security;
+using GatewayConfig = ::clipserve::v1::config::Gateway;
 
-// Parses text-format `text` (named `origin` in messages; relative model paths are resolved against
-// `base_dir`), fills in defaults and validates. Errors are INVALID_ARGUMENT naming the field
-// ("models[1].text_lane.max_batch_size: 0 is not allowed; use 1 to 4096").
+// Parses text-format `text` (named `origin` in messages; relative model, VQGAN and security file paths are
+// resolved against `base_dir`), fills in defaults and validates (reading the security block's certificate, key
+// and token files and its token environment variable, so that a bad one is reported here). Errors are
+// INVALID_ARGUMENT naming the field ("models[1].text_lane.max_batch_size: 0 is not allowed; use 1 to 4096").
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text, const std::string& origin,
                                                const std::filesystem::path& base_dir);
 // Reads and parses a config file.

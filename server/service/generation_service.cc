@@ -447,8 +447,12 @@ class GenerationService::Stream : public grpc::ServerWriteReactor<v1::GenerateRe
   bool finished_ ABSL_GUARDED_BY(state_->mu) = false;
 };
 
-GenerationService::GenerationService(ThreadPool* cpu_pool, ServiceMetrics* metrics)
-    : cpu_pool_(cpu_pool), metrics_(metrics) {}
+GenerationService::GenerationService(ThreadPool* cpu_pool, ServiceMetrics* metrics, const BearerAuth* auth)
+    : cpu_pool_(cpu_pool), metrics_(metrics), auth_(auth) {}
+
+absl::Status GenerationService::Authenticate(const grpc::CallbackServerContext& context, const char* method) const {
+  return auth_ != nullptr ? auth_->CheckCall(context, method) : absl::OkStatus();
+}
 
 void GenerationService::SetManager(generation::JobManager* manager, const Settings& settings) {
   absl::MutexLock lock(&mu_);
@@ -474,6 +478,11 @@ absl::StatusOr<generation::JobManager*> GenerationService::Manager(bool admittin
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                                             const v1::GenerateRequest* request) {
   auto* stream = new Stream(metrics_, "Generate");
+  // The token before anything else: a caller without a valid one learns nothing about the server's state.
+  if (absl::Status s = Authenticate(*context, "Generate"); !s.ok()) {
+    Stream::Fail(stream->state(), s);
+    return stream;
+  }
   absl::StatusOr<generation::JobManager*> manager = Manager(/*admitting_new=*/true);
   if (!manager.ok()) {
     Stream::Fail(stream->state(), manager.status());
@@ -507,8 +516,12 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::Generate(grpc
 }
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::WatchGeneration(
-    grpc::CallbackServerContext* /*context*/, const v1::WatchGenerationRequest* request) {
+    grpc::CallbackServerContext* context, const v1::WatchGenerationRequest* request) {
   auto* stream = new Stream(metrics_, "WatchGeneration");
+  if (absl::Status s = Authenticate(*context, "WatchGeneration"); !s.ok()) {
+    Stream::Fail(stream->state(), s);
+    return stream;
+  }
   absl::StatusOr<generation::JobManager*> manager = Manager(/*admitting_new=*/false);
   if (!manager.ok()) {
     Stream::Fail(stream->state(), manager.status());
@@ -526,6 +539,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationService::WatchGenerati
 grpc::ServerUnaryReactor* GenerationService::CancelGeneration(grpc::CallbackServerContext* context,
                                                               const v1::CancelGenerationRequest* request,
                                                               v1::GenerationInfo* response) {
+  if (absl::Status s = Authenticate(*context, "CancelGeneration"); !s.ok()) return Answer(context, s);
   absl::StatusOr<generation::JobManager*> manager = Manager(/*admitting_new=*/false);
   if (!manager.ok()) return Answer(context, manager.status());
   if (absl::Status s = (*manager)->Cancel(request->job_id()); !s.ok()) return Answer(context, s);
@@ -539,6 +553,7 @@ grpc::ServerUnaryReactor* GenerationService::CancelGeneration(grpc::CallbackServ
 grpc::ServerUnaryReactor* GenerationService::ListGenerations(grpc::CallbackServerContext* context,
                                                              const v1::ListGenerationsRequest* /*request*/,
                                                              v1::ListGenerationsResponse* response) {
+  if (absl::Status s = Authenticate(*context, "ListGenerations"); !s.ok()) return Answer(context, s);
   absl::StatusOr<generation::JobManager*> manager = Manager(/*admitting_new=*/false);
   if (!manager.ok()) return Answer(context, manager.status());
   for (const generation::JobSummary& s : (*manager)->List()) ToInfo(s, response->add_generations());

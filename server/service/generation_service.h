@@ -16,6 +16,7 @@
 #include "server/common/metrics.h"
 #include "server/core/thread_pool.h"
 #include "server/generation/job_manager.h"
+#include "server/service/security.h"
 #include "server/service/service_metrics.h"
 
 namespace clipserve::service {
@@ -39,7 +40,8 @@ class GenerationService final : public ::clipserve::v1::Generation::CallbackServ
     int64_t max_image_pixels = 40'000'000;
   };
   // `cpu_pool` (not owned, must outlive the service) runs request preparation (image decoding, job creation).
-  GenerationService(ThreadPool* cpu_pool, ServiceMetrics* metrics);
+  // `auth` (not owned, outlives the service; null: no token needed) checks every call's bearer token.
+  GenerationService(ThreadPool* cpu_pool, ServiceMetrics* metrics, const BearerAuth* auth);
 
   // Serves from now on (calls before get FAILED_PRECONDITION when generation is not configured at all, which
   // is also the state until this is called). `manager` must outlive every call.
@@ -63,9 +65,12 @@ class GenerationService final : public ::clipserve::v1::Generation::CallbackServ
  private:
   // The manager, or the status to answer with.
   absl::StatusOr<generation::JobManager*> Manager(bool admitting_new) const;
+  // OK, or UNAUTHENTICATED when auth is on and the call carries no valid token.
+  absl::Status Authenticate(const grpc::CallbackServerContext& context, const char* method) const;
 
   ThreadPool* const cpu_pool_;
   ServiceMetrics* const metrics_;
+  const BearerAuth* const auth_;
   mutable absl::Mutex mu_;
   generation::JobManager* manager_ ABSL_GUARDED_BY(mu_) = nullptr;
   Settings settings_ ABSL_GUARDED_BY(mu_);

@@ -21,7 +21,9 @@
 #include "server/generation/job_manager.h"
 #include "server/models/vqgan/vqgan.h"
 #include "server/service/clip_service.h"
+#include "server/service/gateway.h"
 #include "server/service/generation_service.h"
+#include "server/service/security.h"
 #include "server/service/service_metrics.h"
 
 namespace clipserve::service {
@@ -62,13 +64,29 @@ class Server::Impl {
     CLIPSERVE_ASSIGN_OR_RETURN(cpu_pool_, ThreadPool::Create({.num_threads = static_cast<int>(t.cpu_pool_threads()),
                                                               .max_queue_size = 4096,
                                                               .name = "cpu pool"}));
-    service_ = std::make_unique<ClipService>(config_.limits(), metrics_.get());
-    generation_service_ = std::make_unique<GenerationService>(cpu_pool_.get(), metrics_.get());
+    // Certificates, key and tokens: read again here (the config's validation read them to report a bad file
+    // early); what this reads is what the port listens with.
+    CLIPSERVE_ASSIGN_OR_RETURN(security_, LoadServerSecurity(config_.security()));
+    service_ = std::make_unique<ClipService>(config_.limits(), metrics_.get(), security_.auth.get());
+    generation_service_ = std::make_unique<GenerationService>(cpu_pool_.get(), metrics_.get(), security_.auth.get());
     http::HttpServer::Options http;
     http.listen_address = config_.listen_address();
     http.port = static_cast<int>(config_.http_port());
     http.drain_timeout = absl::Seconds(2);
+    const GatewayConfig& g = config_.gateway();
+    if (g.enabled()) {
+      http.max_streams = static_cast<int>(g.max_streams());
+      http.num_threads = http.max_streams + 8;
+      http.max_request_body_bytes = g.max_request_bytes();
+    }
     CLIPSERVE_ASSIGN_OR_RETURN(http_, http::HttpServer::Create(http));
+    if (g.enabled()) {
+      gateway_ = std::make_unique<Gateway>(Gateway::Options{
+          .cors_allowed_origins = {g.cors_allowed_origins().begin(), g.cors_allowed_origins().end()},
+          .default_timeout = absl::Milliseconds(g.default_timeout_ms()),
+          .web_demo = g.web_demo()});
+      CLIPSERVE_RETURN_IF_ERROR(gateway_->Register(http_.get()));
+    }
     return http::AddObservabilityHandlers(http_.get(), &registry_, [this]() -> absl::Status {
       absl::MutexLock lock(&mu_);
       if (draining_) return absl::UnavailableError("draining");
@@ -82,7 +100,7 @@ class Server::Impl {
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     const std::string address = absl::StrCat(config_.listen_address(), ":", config_.grpc_port());
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &grpc_port_);
+    builder.AddListeningPort(address, security_.credentials, &grpc_port_);
     builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
     builder.SetMaxSendMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
     builder.RegisterService(service_.get());
@@ -92,9 +110,24 @@ class Server::Impl {
       return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
     }
     SetHealth(false);
+    if (gateway_ != nullptr) {
+      // The gateway's calls enter the gRPC server in-process: no socket, no TLS, same services and limits.
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
+      args.SetMaxSendMessageSize(static_cast<int>(config_.limits().max_message_bytes()));
+      gateway_->SetChannel(grpc_server_->InProcessChannel(args));
+    }
     CLIPSERVE_RETURN_IF_ERROR(http_->Start());
-    spdlog::info("listening: gRPC on {}:{}, HTTP on {}:{} (/metrics, /healthz, /readyz)", config_.listen_address(),
-                 grpc_port_, config_.listen_address(), http_->port());
+    spdlog::info("listening: gRPC on {}:{}, HTTP on {}:{} (/metrics, /healthz, /readyz{})", config_.listen_address(),
+                 grpc_port_, config_.listen_address(), http_->port(),
+                 gateway_ == nullptr                 ? ""
+                 : config_.gateway().web_demo() ? ", JSON gateway /v1/, web demo /"
+                                                     : ", JSON gateway /v1/");
+    spdlog::info("gRPC security: {}; grpc.health.v1 and reflection need no token", security_.summary);
+    if (security_.auth != nullptr && !security_.tls) {
+      spdlog::warn("bearer tokens travel in clear text without TLS: only run like this behind a TLS-terminating "
+                   "proxy or mesh (security.tls_cert_file)");
+    }
     return absl::OkStatus();
   }
 
@@ -274,8 +307,12 @@ class Server::Impl {
   metrics::Registry registry_;
   std::unique_ptr<ServiceMetrics> metrics_;
   std::unique_ptr<ThreadPool> cpu_pool_;
+  // Before the services, which point to its token check.
+  ServerSecurity security_;
   std::unique_ptr<ClipService> service_;
   std::unique_ptr<GenerationService> generation_service_;
+  // Before http_, whose handlers call it: destroyed after the HTTP server has stopped.
+  std::unique_ptr<Gateway> gateway_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;

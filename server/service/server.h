@@ -1,5 +1,6 @@
 // The assembled server: configuration → metrics, CPU pool, schedulers and workers per device, one ClipRuntime
-// per model, the gRPC server (Clip service, grpc.health.v1, reflection) and the HTTP side port.
+// per model, the gRPC server (Clip and Generation services, grpc.health.v1, reflection; plaintext, TLS or mutual
+// TLS, and bearer tokens for Clip and Generation, as config.security says) and the HTTP side port.
 //
 // Lifecycle: Create() (nothing listens yet) → Start() (ports bound, health NOT_SERVING, /readyz 503) →
 // LoadModels() (models loaded and warmed up, workers started, health SERVING) → Shutdown() (health

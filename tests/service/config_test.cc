@@ -5,6 +5,7 @@
 
 #include <google/protobuf/text_format.h>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -123,6 +124,32 @@ TEST_F(ConfigTest, GenerationDefaultsFollowTheModelsAndTheVqgan) {
   // Without a vqgan_path there is no generation, and nothing else is checked.
   auto none = Parse(R"(models { name: "a" path: "m1" } generation { clip_model: "zzz" })");
   ASSERT_THAT(none, IsOk());
+}
+
+TEST_F(ConfigTest, GatewayDefaultsAndValidation) {
+  auto c = Parse(R"(models { name: "a" path: "m1" } limits { max_message_bytes: 3000000 max_image_bytes: 1000000 })");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_TRUE(c->gateway().enabled());
+  EXPECT_TRUE(c->gateway().web_demo());
+  EXPECT_EQ(c->gateway().default_timeout_ms(), 60000u);
+  EXPECT_EQ(c->gateway().max_streams(), 16u);
+  EXPECT_EQ(c->gateway().max_request_bytes(), 3000000u * 4 / 3 + 65536);  // a largest message in base64
+  c = Parse(R"(models { name: "a" path: "m1" } gateway { enabled: false web_demo: false })");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_FALSE(c->gateway().enabled());
+  EXPECT_THAT(Parse(R"(models { name: "a" path: "m1" } gateway { enabled: false })"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gateway.web_demo: needs gateway.enabled")));
+  for (const char* origin : {"app.example.com", "https://app.example.com/", "https://a.com, https://b.com", ""}) {
+    EXPECT_THAT(Parse(absl::StrCat(R"(models { name: "a" path: "m1" } gateway { cors_allowed_origins: ")", origin,
+                                   R"(" })")),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gateway.cors_allowed_origins[0]")))
+        << origin;
+  }
+  EXPECT_THAT(Parse(R"(models { name: "a" path: "m1" } gateway { cors_allowed_origins: "*"
+                       cors_allowed_origins: "http://localhost:3000" })"),
+              IsOk());
+  EXPECT_THAT(Parse(R"(models { name: "a" path: "m1" } gateway { max_streams: 5000 })"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("gateway.max_streams")));
 }
 
 TEST_F(ConfigTest, ModelFlagAddsAModel) {
