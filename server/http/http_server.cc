@@ -89,53 +89,6 @@ bool WriteAll(mg_connection* conn, absl::string_view data) {
   return data.empty() || mg_write(conn, data.data(), data.size()) == static_cast<int>(data.size());
 }
 
-// A private temporary file holding a private key and a certificate chain (civetweb's ssl_certificate format),
-// deleted with its directory on destruction.
-class TlsPemFile {
- public:
-  TlsPemFile() = default;
-  TlsPemFile(const TlsPemFile&) = delete;
-  TlsPemFile& operator=(const TlsPemFile&) = delete;
-  ~TlsPemFile() {
-    if (!path_.empty()) std::remove(path_.c_str());
-    if (!dir_.empty()) ::rmdir(dir_.c_str());
-  }
-
-  absl::Status Create(const std::string& key_file, const std::string& cert_file) {
-    std::string pem;
-    for (const std::string& file : {key_file, cert_file}) {
-      std::ifstream in(file, std::ios::binary);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (!in.good() && !in.eof()) return absl::InvalidArgumentError(absl::StrCat("http: cannot read ", file));
-      if (text.find("-----BEGIN ") == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("http: ", file, " is not a PEM file"));
-      }
-      if (!text.empty() && text.back() != '\n') text += '\n';
-      pem += text;
-    }
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/clipserve-tls-XXXXXX");
-    if (::mkdtemp(dir.data()) == nullptr) {
-      return absl::InternalError(absl::StrCat("http: cannot create a private directory for the TLS key: ",
-                                              std::strerror(errno)));
-    }
-    dir_ = dir;  // mkdtemp makes it 0700
-    path_ = dir + "/server.pem";
-    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-    if (fd < 0) return absl::InternalError(absl::StrCat("http: cannot write ", path_, ": ", std::strerror(errno)));
-    const bool written = ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size());
-    ::close(fd);
-    if (!written) return absl::InternalError(absl::StrCat("http: cannot write ", path_));
-    return absl::OkStatus();
-  }
-
-  const std::string& path() const { return path_; }
-
- private:
-  std::string dir_;
-  std::string path_;
-};
-
 }  // namespace
 
 const std::string* Request::Header(absl::string_view name) const {
@@ -299,38 +252,31 @@ absl::Status HttpServer::Start() {
   static std::once_flag init_once;
   std::call_once(init_once, [] { mg_init_library(0); });
   const bool tls = !options_.tls_cert_file.empty();
-  // civetweb wants the key and the certificate chain in one PEM file: a private copy, removed once civetweb
-  // has loaded it (in mg_start2).
-  TlsPemFile pem;
+  std::unique_ptr<TlsTerminator> terminator;
   if (tls) {
-    static const bool tls_ready = (mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS) != 0;
-    if (!tls_ready) {
-      return absl::FailedPreconditionError(
-          "http: civetweb could not load OpenSSL (it opens libssl.so and libcrypto.so: install libssl-dev)");
-    }
-    absl::Status s = pem.Create(options_.tls_key_file, options_.tls_cert_file);
-    if (!s.ok()) return s;
+    auto t = TlsTerminator::Create({.listen_address = options_.listen_address,
+                                    .port = options_.port,
+                                    .cert_file = options_.tls_cert_file,
+                                    .key_file = options_.tls_key_file,
+                                    .client_ca_file = options_.tls_client_ca_file,
+                                    .max_connections = 4 * options_.num_threads + 64});
+    if (!t.ok()) return t.status();
+    terminator = std::move(t).value();
   }
 
-  const std::string ports = absl::StrCat(options_.listen_address, ":", options_.port, tls ? "s" : "");
+  // With TLS, civetweb serves plaintext on loopback only, behind the terminator.
+  const std::string ports = tls ? "127.0.0.1:0" : absl::StrCat(options_.listen_address, ":", options_.port);
   const std::string threads = absl::StrCat(options_.num_threads);
   const std::string timeout = absl::StrCat(absl::ToInt64Milliseconds(options_.request_timeout));
-  std::vector<const char*> config = {"listening_ports",    ports.c_str(),   "num_threads", threads.c_str(),
-                                     "request_timeout_ms", timeout.c_str(), "enable_keep_alive", "no"};
-  if (tls) {
-    config.insert(config.end(), {"ssl_certificate", pem.path().c_str(), "ssl_protocol_version", "4"});
-    if (!options_.tls_client_ca_file.empty()) {
-      config.insert(config.end(), {"ssl_ca_file", options_.tls_client_ca_file.c_str(), "ssl_verify_peer", "yes"});
-    }
-  }
-  config.push_back(nullptr);
+  const char* config[] = {"listening_ports", ports.c_str(),       "num_threads", threads.c_str(), "request_timeout_ms",
+                          timeout.c_str(),   "enable_keep_alive", "no",          nullptr};
   static const mg_callbacks callbacks = [] {
     mg_callbacks c{};
     c.begin_request = &HttpServer::BeginRequest;
     c.log_message = &LogMessage;
     return c;
   }();
-  mg_init_data init{&callbacks, this, config.data()};
+  mg_init_data init{&callbacks, this, config};
   char error_text[256] = "";
   unsigned error_code = 0;
   mg_error_data error{&error_code, error_text, sizeof(error_text)};
@@ -340,16 +286,25 @@ absl::Status HttpServer::Start() {
   }
   mg_context* context = mg_start2(&init, &error);
   if (context == nullptr) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", ports, ": ", error_text,
-                                               tls ? " (check the TLS certificate, key and CA files)" : ""));
+    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", ports, ": ", error_text));
   }
   mg_server_port bound{};
   if (mg_get_server_ports(context, 1, &bound) < 1 || bound.port <= 0) {
     mg_stop(context);
     return absl::InternalError(absl::StrCat("http: started on ", ports, " but cannot read the bound port"));
   }
+  int public_port = bound.port;
+  if (terminator != nullptr) {
+    terminator->set_backend_port(bound.port);
+    if (absl::Status s = terminator->Start(); !s.ok()) {
+      mg_stop(context);
+      return s;
+    }
+    public_port = terminator->port();
+  }
   context_ = context;
-  port_.store(bound.port, std::memory_order_release);
+  tls_ = std::move(terminator);
+  port_.store(public_port, std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -369,6 +324,8 @@ void HttpServer::Stop() {
   port_.store(0, std::memory_order_release);
   mg_stop(context_);  // joins the workers: every handler has returned
   context_ = nullptr;
+  if (tls_ != nullptr) tls_->Stop();  // after civetweb, so that drained responses still reach their clients
+  tls_.reset();
 }
 
 int HttpServer::port() const { return port_.load(std::memory_order_acquire); }

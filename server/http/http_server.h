@@ -17,6 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/http/tls_terminator.h"
 
 struct mg_context;
 struct mg_connection;
@@ -115,8 +116,9 @@ class HttpServer {
     // when there are stream routes, so that unary routes always find a worker.
     int max_streams = 0;
     // HTTPS: PEM certificate chain and unencrypted private key (both or neither); the port then speaks only
-    // TLS (1.2 or later). With tls_client_ca_file, clients must present a certificate from that CA (mutual
-    // TLS). The files are read by Start().
+    // TLS (1.2 or later), through a TlsTerminator in front of civetweb (tls_terminator.h says why). With
+    // tls_client_ca_file, clients must present a certificate from that CA (mutual TLS). The files are read by
+    // Start(). Handlers then see 127.0.0.1 as Request::remote_address.
     std::string tls_cert_file;
     std::string tls_key_file;
     std::string tls_client_ca_file;
@@ -179,6 +181,8 @@ class HttpServer {
   mutable absl::Mutex mu_;
   mg_context* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::atomic<int> port_{0};  // atomic so that port() never waits for Stop()
+  // HTTPS (Options::tls_*): terminates TLS on the public address in front of civetweb on 127.0.0.1.
+  std::unique_ptr<TlsTerminator> tls_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace clipserve::http

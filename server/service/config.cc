@@ -186,6 +186,10 @@ absl::Status FinalizeSecurity(const fs::path& base_dir, SecurityConfig* security
     if (path.is_relative()) path = base_dir / path;
     *value = path.lexically_normal().string();
   }
+  if (!security->has_http_tls()) security->set_http_tls(!security->tls_cert_file().empty());
+  if (security->http_tls() && security->tls_cert_file().empty()) {
+    return Bad("security.http_tls", "needs security.tls_cert_file and security.tls_key_file");
+  }
   if (!security->has_require_token()) {
     security->set_require_token(!security->tokens_file().empty() || !security->tokens_env().empty());
   }

@@ -73,6 +73,11 @@ class Server::Impl {
     http.listen_address = config_.listen_address();
     http.port = static_cast<int>(config_.http_port());
     http.drain_timeout = absl::Seconds(2);
+    if (config_.security().http_tls()) {
+      http.tls_cert_file = config_.security().tls_cert_file();
+      http.tls_key_file = config_.security().tls_key_file();
+      http.tls_client_ca_file = config_.security().tls_client_ca_file();
+    }
     const GatewayConfig& g = config_.gateway();
     if (g.enabled()) {
       http.max_streams = static_cast<int>(g.max_streams());
@@ -124,6 +129,17 @@ class Server::Impl {
                  : config_.gateway().web_demo() ? ", JSON gateway /v1/, web demo /"
                                                      : ", JSON gateway /v1/");
     spdlog::info("gRPC security: {}; grpc.health.v1 and reflection need no token", security_.summary);
+    const auto& sec = config_.security();
+    spdlog::info("HTTP security: {}{}", !sec.http_tls() ? "plaintext"
+                                        : sec.tls_client_ca_file().empty() ? "TLS (same certificate)"
+                                                                           : "TLS and client certificates (mutual TLS)",
+                 gateway_ == nullptr         ? ""
+                 : security_.auth != nullptr ? "; the JSON gateway needs the bearer tokens"
+                                             : "");
+    if (!sec.http_tls() && !sec.tls_client_ca_file().empty() && gateway_ != nullptr) {
+      spdlog::warn("mutual TLS protects the gRPC port only: the HTTP port's JSON gateway takes plaintext calls "
+                   "without a client certificate (security.http_tls is false)");
+    }
     if (security_.auth != nullptr && !security_.tls) {
       spdlog::warn("bearer tokens travel in clear text without TLS: only run like this behind a TLS-terminating "
                    "proxy or mesh (security.tls_cert_file)");

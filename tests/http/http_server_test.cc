@@ -544,3 +544,23 @@ TEST(HttpServerStream, StopEndsStreamsWithoutWaitingForTheDrainTimeout) {
 
 }  // namespace
 }  // namespace clipserve::http
+
+namespace clipserve::http {
+namespace {
+
+TEST(HttpServerTls, BadTlsOptionsAreRefusedNamingTheFile) {
+  HttpServer::Options options = LocalOptions();
+  options.tls_cert_file = "/nonexistent/cert.pem";
+  EXPECT_THAT(HttpServer::Create(options), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("go together")));
+  options.tls_key_file = "/nonexistent/key.pem";
+  auto server = MakeServer(options);
+  ASSERT_NE(server, nullptr);
+  EXPECT_THAT(server->Start(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("/nonexistent/cert.pem")));
+  EXPECT_EQ(server->port(), 0);
+  options = LocalOptions();
+  options.tls_client_ca_file = "/nonexistent/ca.pem";
+  EXPECT_THAT(HttpServer::Create(options), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tls_client_ca_file")));
+}
+
+}  // namespace
+}  // namespace clipserve::http

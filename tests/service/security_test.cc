@@ -363,6 +363,19 @@ class SecureServerTest : public CertificatesTest {
     return r;
   }
 
+  // An HTTP(S) request to the server's HTTP port with the curl CLI (which shares no TLS code with the server):
+  // `args` are extra curl options. Returns the HTTP status, 0 when curl failed (connection, handshake,
+  // certificate), with the body in *body.
+  int Curl(const std::string& scheme, const std::string& path, const std::string& args, std::string* body = nullptr) {
+    const std::string command =
+        absl::StrCat("cd '", dir_.string(), "' && curl -sS --max-time 20 -o curl_body -w '%{http_code}' ", args, " '",
+                     scheme, "://localhost:", server_->http_port(), path, "' >curl_code 2>curl_err");
+    const int rc = std::system(command.c_str());
+    if (body != nullptr) *body = Read("curl_body");
+    if (rc != 0) return 0;
+    return std::atoi(Read("curl_code").c_str());
+  }
+
   std::unique_ptr<Server> server_;
 };
 
@@ -457,6 +470,58 @@ TEST_F(SecureServerTest, TokensWorkOverPlaintextToo) {
   // clipctl's token reaches the server on a plaintext channel as well.
   Outcome r = Clipctl({"--target=" + Target(), "--token=token-a", "models", "--json"});
   EXPECT_EQ(r.rc, 0) << r.err;
+}
+
+TEST_F(SecureServerTest, TheHttpPortServesTlsWithTheSameCertificate) {
+  StartServer(R"(tls_cert_file: "server.pem" tls_key_file: "server.key")");
+  std::string body;
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem", &body), 200) << Read("curl_err");
+  EXPECT_THAT(body, HasSubstr("\"fixture\""));
+  EXPECT_EQ(Curl("https", "/healthz", "--cacert ca.pem"), 200) << Read("curl_err");
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert other_ca.pem"), 0);  // a client trusting another CA
+  EXPECT_THAT(Read("curl_err"), HasSubstr("certificate"));
+  EXPECT_EQ(Curl("http", "/v1/models", ""), 0) << "plaintext on the TLS port";
+}
+
+TEST_F(SecureServerTest, MutualTlsCoversTheHttpPortUnlessHttpTlsIsOff) {
+  StartServer(R"(tls_cert_file: "server.pem" tls_key_file: "server.key" tls_client_ca_file: "ca.pem")");
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem"), 0) << "no client certificate";
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem --cert other_client.pem --key other_client.key"), 0)
+      << "a client certificate from another CA";
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem --cert client.pem --key client.key"), 200)
+      << Read("curl_err");
+  server_.reset();
+  StartServer(R"(tls_cert_file: "server.pem" tls_key_file: "server.key" tls_client_ca_file: "ca.pem"
+                 http_tls: false)");
+  EXPECT_EQ(Curl("http", "/metrics", ""), 200) << Read("curl_err");
+}
+
+TEST_F(SecureServerTest, TheJsonGatewayNeedsTheTokensAndProbesDoNot) {
+  Write("tokens", "gateway-token\n");
+  StartServer(R"(tls_cert_file: "server.pem" tls_key_file: "server.key" tokens_file: "tokens")");
+  std::string body;
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem", &body), 401);
+  EXPECT_THAT(body, HasSubstr("\"status\":\"UNAUTHENTICATED\""));
+  EXPECT_THAT(body, HasSubstr("missing authorization metadata"));
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem -H 'Authorization: Bearer wrong'", &body), 401);
+  EXPECT_THAT(body, HasSubstr("invalid bearer token"));
+  EXPECT_THAT(body, Not(HasSubstr("wrong")));
+  EXPECT_EQ(Curl("https", "/v1/models", "--cacert ca.pem -H 'Authorization: Bearer gateway-token'", &body), 200);
+  EXPECT_EQ(Curl("https", "/v1/generate", "--cacert ca.pem -d '{\"prompt\": \"x\"}'", &body), 401);
+  for (const char* open : {"/healthz", "/readyz", "/metrics"}) {
+    EXPECT_EQ(Curl("https", open, "--cacert ca.pem"), 200) << open;
+  }
+}
+
+TEST_F(SecurityConfigTest, HttpTlsFollowsTlsAndNeedsACertificate) {
+  auto c = Parse(R"(tls_cert_file: "server.pem" tls_key_file: "server.key")");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_TRUE(c->security().http_tls());
+  c = Parse(R"(tokens_env: "HOME")");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_FALSE(c->security().http_tls());
+  EXPECT_THAT(Parse("http_tls: true"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("security.http_tls: needs security.tls_cert_file")));
 }
 
 TEST_F(SecureServerTest, ClipctlConnectsWithTlsClientCertificateAndToken) {
