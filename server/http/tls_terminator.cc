@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
 namespace clipserve::http {
@@ -160,8 +161,13 @@ void TlsTerminator::AcceptLoop() {
     absl::MutexLock lock(&mu_);
     Reap();
     if (ready <= 0) continue;
-    const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    const int client = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC);
     if (client < 0) continue;
+    char ip[INET_ADDRSTRLEN] = "?";
+    ::inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
+    std::string peer_name = absl::StrCat(ip, ":", ntohs(peer.sin_port));
     if (active_ >= options_.max_connections) {
       ::close(client);
       spdlog::warn("http tls: refusing a connection: {} open (max_connections)", active_);
@@ -170,14 +176,14 @@ void TlsTerminator::AcceptLoop() {
     ++active_;
     open_fds_.push_back(client);
     Connection& c = connections_.emplace_back();
-    c.thread = std::thread([this, client, done = &c.done] {
-      Serve(client);
+    c.thread = std::thread([this, client, peer_name = std::move(peer_name), done = &c.done] {
+      Serve(client, peer_name);
       done->store(true);
     });
   }
 }
 
-void TlsTerminator::Serve(int client) {
+void TlsTerminator::Serve(int client, const std::string& peer) {
   int backend = -1;
   SSL* ssl = nullptr;
   auto finish = [&] {
@@ -190,8 +196,19 @@ void TlsTerminator::Serve(int client) {
   ssl = SSL_new(ctx_);
   bool ok = ssl != nullptr && SSL_set_fd(ssl, client) == 1;
   if (ok && SSL_accept(ssl) != 1) {
-    // Scanners, plaintext clients and clients without the right certificate end here: not worth a warning.
-    spdlog::debug("http tls: handshake failed: {}", OpenSslErrors());
+    // Plaintext clients, clients without the right certificate and scanners end here: a warning, but at most
+    // one line per 10 s (with a count of the others), so that a scan cannot flood the log.
+    const std::string why = OpenSslErrors();
+    absl::MutexLock lock(&mu_);
+    ++handshake_failures_;
+    const absl::Time now = absl::Now();
+    if (now - last_failure_log_ >= absl::Seconds(10)) {
+      spdlog::warn("http tls: handshake with {} failed: {}{}", peer, why,
+                   handshake_failures_ > 1 ? absl::StrCat(" (", handshake_failures_ - 1, " more since the last report)")
+                                           : "");
+      last_failure_log_ = now;
+      handshake_failures_ = 0;
+    }
     ok = false;
   }
   if (ok) {

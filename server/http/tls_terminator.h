@@ -62,7 +62,7 @@ class TlsTerminator {
     std::atomic<bool> done{false};  // set by the thread as its last action: then it may be joined
   };
   void AcceptLoop();
-  void Serve(int client_fd);
+  void Serve(int client_fd, const std::string& peer);
   // Joins the threads of finished connections.
   void Reap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -77,6 +77,8 @@ class TlsTerminator {
   std::vector<int> open_fds_ ABSL_GUARDED_BY(mu_);  // client and backend sockets, to shut down on Stop
   std::list<Connection> connections_ ABSL_GUARDED_BY(mu_);
   int active_ ABSL_GUARDED_BY(mu_) = 0;
+  int handshake_failures_ ABSL_GUARDED_BY(mu_) = 0;  // since the last logged one
+  absl::Time last_failure_log_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace clipserve::http
