@@ -3,10 +3,12 @@
 # configs/default.textproto (the shipped shapes-world CLIP, models/shapes-world), draws three held-out scenes
 # of the shapes world, classifies them over all 80 "colour shape" labels with `clipctl classify`, finds the one a
 # caption describes with `clipctl rank`, draws "a red circle on a white background" with `clipctl generate`
-# (VQGAN+CLIP, frames streamed into demo-output/), and stops the server gracefully.
+# (VQGAN+CLIP, frames streamed into demo-output/), classifies one image again through the HTTP/JSON gateway
+# with curl, and stops the server gracefully.
 #
 # CLIP_MODEL=DIR (a Hugging Face CLIP directory) serves that model too, as "clip"; DEMO_IMAGES=DIR classifies
-# the images of DIR instead of drawn scenes.
+# the images of DIR instead of drawn scenes; DEMO_KEEP=1 keeps the server running on ports 8500/8501 at the end
+# for the web demo at http://localhost:8501/ (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
@@ -36,7 +38,9 @@ for colour in red orange yellow green blue purple white black; do
 done
 
 log="$work/server.log"
-build/bin/clipserve --config=configs/default.textproto "${extra[@]}" --grpc_port=0 --http_port=0 >"$log" 2>&1 &
+ports=(--grpc_port=0 --http_port=0)
+[[ "${DEMO_KEEP:-}" == 1 ]] && ports=(--grpc_port=8500 --http_port=8501)
+build/bin/clipserve --config=configs/default.textproto "${extra[@]}" "${ports[@]}" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 # The server prints its ports once bound, then loads the model; /readyz turns 200 when it serves.
@@ -69,6 +73,18 @@ echo "clipctl generate: \"a red circle on a white background\", 64x64, frames ev
 build/bin/clipctl --target="127.0.0.1:$grpc_port" generate --prompt="a red circle on a white background" \
   --steps=100 --frame_every=20 --seed=1 --out="$out"
 echo
+first=${images%%,*}
+echo "the same server over HTTP/JSON (docs/api.md): POST /v1/classify with $(basename "$first") as base64"
+printf '{"images": [{"encoded": "%s"}], "labels": %s, "template": "a photo of a {}", "top_k": 1}' \
+  "$(base64 -w0 "$first")" "$(printf '%s' "$labels" | sed 's/[^,]*/"&"/g; s/^/[/; s/$/]/')" >"$work/classify.json"
+curl -s "http://127.0.0.1:$http_port/v1/classify" --data-binary @"$work/classify.json"
+echo
+echo
+if [[ "${DEMO_KEEP:-}" == 1 ]]; then
+  echo "web demo: http://localhost:$http_port/ (classify, search, generate in the browser); Ctrl-C stops the server"
+  wait $server || true
+  exit 0
+fi
 kill -TERM $server
 wait $server && echo "server stopped cleanly (exit 0)"
 trap 'rm -rf "$work"' EXIT
