@@ -36,6 +36,8 @@ ClipTrainerOptions TinyOptions(const fs::path& dir) {
   o.bpe_vocab_size = 600;
   o.bpe_corpus_scenes = 50;
   o.batch_size = 32;
+  o.field_fraction = 0.125;  // one field per colour group of 8: the field path runs too
+  o.sincos_position_scale = 0.5;
   o.lr = 3e-3;
   o.warmup_steps = 2;
   o.eval_every = 10;

@@ -75,10 +75,10 @@ struct ClipTrainerOptions {
   // with no shape, captioned "a red background" (shapes::SceneSampler::SampleField), each colour one label of
   // its own. They are negatives of every shape caption of that colour, so colour alone cannot match "a red
   // circle": generation steered by this CLIP must draw the shape, not fill the picture with red.
-  double field_fraction = 0.125;
+  double field_fraction = 0;
   // > 0: the vision position embeddings start from a 2-D sine-cosine table times this (see SinCosPositions2d);
   // 0: from N(0, 0.02) as transformers initialises them.
-  double sincos_position_scale = 0.5;
+  double sincos_position_scale = 0;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;

@@ -35,9 +35,9 @@ ABSL_FLAG(double, checkpoint_minutes, 5, "checkpoint interval");
 ABSL_FLAG(bool, augment, true, "strong image augmentations");
 ABSL_FLAG(double, augment_probability, 0.85, "share of each batch that is augmented");
 ABSL_FLAG(int, colour_groups, 4, "same-colour groups per batch (hard negatives on shape; 0: independent draws)");
-ABSL_FLAG(double, field_fraction, 0.125,
+ABSL_FLAG(double, field_fraction, 0,
           "fraction of each colour group that is shapeless fields of the group's colour (\"a red background\")");
-ABSL_FLAG(double, sincos_position_scale, 0.5,
+ABSL_FLAG(double, sincos_position_scale, 0,
           "vision position embeddings start from a 2-D sine-cosine table times this (0: N(0, 0.02))");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
