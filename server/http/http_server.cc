@@ -41,12 +41,13 @@ constexpr char kHttpDate[] = "%a, %d %b %Y %H:%M:%S GMT";  // RFC 9110 IMF-fixda
 
 bool HasLineBreak(absl::string_view s) { return s.find_first_of("\r\n") != absl::string_view::npos; }
 
-// "GET, HEAD, POST": the route's methods, plus HEAD where GET serves it.
+// "GET, HEAD, POST": the route's methods, plus HEAD where a unary GET route serves it.
 template <typename Map>
 std::string AllowHeader(const Map& methods) {
   std::vector<std::string> names;
   for (const auto& [method, handler] : methods) names.push_back(method);
-  if (methods.count("GET") != 0 && methods.count("HEAD") == 0) names.push_back("HEAD");
+  const auto get = methods.find("GET");
+  if (get != methods.end() && !get->second.stream && methods.count("HEAD") == 0) names.push_back("HEAD");
   std::sort(names.begin(), names.end());
   return absl::StrJoin(names, ", ");
 }
@@ -441,7 +442,12 @@ const HttpServer::Route* HttpServer::Find(const Request& request, Response* erro
   }
   const std::map<std::string, Route>& methods = route->second;
   auto handler = methods.find(request.method);
-  if (handler == methods.end() && request.method == "HEAD") handler = methods.find("GET");
+  // HEAD is served by a GET route, but not by a streamed one: a stream without a body could never notice its
+  // client leaving, and would hold a stream slot for as long as its source runs.
+  if (handler == methods.end() && request.method == "HEAD") {
+    handler = methods.find("GET");
+    if (handler != methods.end() && handler->second.stream) handler = methods.end();
+  }
   if (handler == methods.end()) {
     *error = Response::Text(405, "method not allowed\n");
     error->headers.emplace_back("Allow", AllowHeader(methods));

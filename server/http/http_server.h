@@ -78,7 +78,7 @@ using StreamHandler = absl::AnyInvocable<void(const Request&, ResponseWriter&) c
 
 // An HTTP/1.1 server on civetweb. Routes are registered with Handle() while the server is stopped; a request
 // whose path has no route gets 404, a path with routes but not for its method gets 405 with an `Allow`
-// header (HEAD is served by a GET route, without the body), a body over Options::max_request_body_bytes gets
+// header (HEAD is served by a GET route, without the body, except by a streamed one), a body over Options::max_request_body_bytes gets
 // 413 (civetweb still reads and discards what the client sends, for at most request_timeout), and a handler
 // that throws or returns a status outside 100..599 gets 500. Connections are closed after each response (no
 // keep-alive), so an idle client never holds a worker for longer than request_timeout.

@@ -439,6 +439,7 @@ TEST(HttpServerStream, RespondSendsAPlainResponseAndSilenceIs500) {
                                    }),
               IsOk());
   ASSERT_THAT(server->HandleStream("GET", "/silent", [](const Request&, ResponseWriter&) {}), IsOk());
+  // HEAD is not served by a stream route (it could never notice its client leaving).
   ASSERT_THAT(server->HandleStream("GET", "/throws",
                                    [](const Request&, ResponseWriter&) { throw std::runtime_error("boom"); }),
               IsOk());
@@ -452,6 +453,9 @@ TEST(HttpServerStream, RespondSendsAPlainResponseAndSilenceIs500) {
     ASSERT_THAT(r, IsOk());
     EXPECT_EQ(r->status, 500) << path;
   }
+  r = HttpRequest(server->port(), "HEAD", "/silent");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->status, 405);
 }
 
 TEST(HttpServerStream, StreamsBeyondTheBudgetGet503WhileUnaryRoutesAreServed) {
