@@ -3,9 +3,12 @@
 //   BM_GenerationStep/N — one generation::Step over N jobs (64×64, 32 cutouts each, different prompts and
 //                         seeds) with the shipped shapes-world models ($CLIPSERVE_SHAPES_MODELS, else
 //                         models/shapes-world of the source tree). Counter job_steps_per_s = N / step time.
+//                         $CLIPSERVE_BENCH_DEVICE picks the device ("cuda:0"; default cpu): on a GPU one job's
+//                         step leaves the device mostly idle, which is where batching jobs pays.
 // Run: build/bin/clipserve_bench --benchmark_filter=GenerationStep
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -25,7 +28,16 @@ const GenerationModels* ShippedModels() {
     const std::filesystem::path dir = env != nullptr && *env != '\0'
                                           ? std::filesystem::path(env)
                                           : std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
-    auto m = GenerationModels::Load(dir / "clip", dir / "vqgan");
+    const char* name = std::getenv("CLIPSERVE_BENCH_DEVICE");
+    at::Device device = at::kCPU;
+    try {
+      if (name != nullptr && *name != '\0') device = at::Device(name);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "generation bench: CLIPSERVE_BENCH_DEVICE='%s' is not a device: %s\n", name, e.what());
+      return nullptr;
+    }
+    auto m = GenerationModels::Load(dir / "clip", dir / "vqgan", device);
+    if (!m.ok()) std::fprintf(stderr, "generation bench: %s\n", std::string(m.status().message()).c_str());
     return m.ok() ? new GenerationModels(*m) : nullptr;
   }();
   return models;
@@ -34,7 +46,7 @@ const GenerationModels* ShippedModels() {
 void BM_GenerationStep(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();
   if (models == nullptr) {
-    state.SkipWithError("no shapes-world models (set CLIPSERVE_SHAPES_MODELS)");
+    state.SkipWithError("cannot load the shapes-world models (the reason is on stderr; CLIPSERVE_SHAPES_MODELS, CLIPSERVE_BENCH_DEVICE)");
     return;
   }
   const int n = static_cast<int>(state.range(0));

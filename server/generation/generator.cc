@@ -81,10 +81,12 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
 }
 
 absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::path& clip_dir,
-                                                        const std::filesystem::path& vqgan_dir) {
-  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip, clip::ClipBundle::Load({.dir = clip_dir}));
+                                                        const std::filesystem::path& vqgan_dir, at::Device device) {
+  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip,
+                             clip::ClipBundle::Load({.dir = clip_dir, .device = device}));
   vqgan::VqganModel::Options vo;
   vo.model_dir = vqgan_dir;
+  vo.device = device;
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
   return Create(std::move(vq), std::move(clip));
 }

@@ -43,9 +43,9 @@ struct GenerationModels {
   // INVALID_ARGUMENT when either is missing or they sit on different devices.
   static absl::StatusOr<GenerationModels> Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
                                                  std::shared_ptr<const clip::ClipBundle> clip);
-  // Loads a CLIP directory and a VQGAN directory (on the CPU, float32) and calls Create.
+  // Loads a CLIP directory and a VQGAN directory (float32, on `device`) and calls Create.
   static absl::StatusOr<GenerationModels> Load(const std::filesystem::path& clip_dir,
-                                               const std::filesystem::path& vqgan_dir);
+                                               const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU);
 };
 
 // An image prompt: a picture the result should look like (or, with a negative weight, unlike).
