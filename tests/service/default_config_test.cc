@@ -2,7 +2,6 @@
 // models/shapes-world, and through a real server the CLIP classifies held-out world images and finds the image
 // a caption describes (the shipped-models acceptance, through the normal RPC path).
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -23,7 +22,6 @@
 namespace clipserve::service {
 namespace {
 
-namespace fs = std::filesystem;
 using ::clipserve::testing::IsOk;
 
 // PNG bytes of an RGB world image.
@@ -42,13 +40,7 @@ std::string Label(shapes::Colour colour, shapes::Shape shape) {
 class DefaultConfigTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto config = LoadServerConfig(fs::path(CLIPSERVE_SOURCE_DIR) / "configs" / "default.textproto");
-    if (config.ok()) {
-      config->set_listen_address("127.0.0.1");
-      config->set_grpc_port(0);
-      config->set_http_port(0);
-    }
-    server_ = ::clipserve::testing::StartTestServer(config);
+    server_ = ::clipserve::testing::StartTestServer(::clipserve::testing::ShippedConfigOnLocalPorts());
   }
   static void TearDownTestSuite() {
     delete server_;

@@ -6,7 +6,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -26,7 +25,6 @@
 namespace clipserve::service {
 namespace {
 
-namespace fs = std::filesystem;
 using ::clipserve::testing::Dechunk;
 using ::clipserve::testing::HttpResult;
 using ::clipserve::testing::HttpRoundTrip;
@@ -58,11 +56,8 @@ std::vector<Event> ParseEvents(const std::string& body) {
 class GatewayTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto config = LoadServerConfig(fs::path(CLIPSERVE_SOURCE_DIR) / "configs" / "default.textproto");
+    auto config = ::clipserve::testing::ShippedConfigOnLocalPorts();
     if (config.ok()) {
-      config->set_listen_address("127.0.0.1");
-      config->set_grpc_port(0);
-      config->set_http_port(0);
       config->mutable_gateway()->add_cors_allowed_origins(kOrigin);
       config->mutable_gateway()->set_max_request_bytes(200'000);
     }
@@ -86,6 +81,27 @@ class GatewayTest : public ::testing::Test {
   static json Json(const HttpResult& r) {
     EXPECT_EQ(r.header("content-type"), "application/json");
     return json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  }
+  // POST /v1/generate with `body` on a raw connection, read until the first progress event, then close the
+  // connection: a client that goes away mid-stream.
+  static absl::Status GenerateUntilFirstProgressThenHangUp(const std::string& body) {
+    absl::StatusOr<int> fd = ::clipserve::testing::ConnectLocal(server_->http_port());
+    if (!fd.ok()) return fd.status();
+    const std::string request = absl::StrCat("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: ",
+                                             body.size(), "\r\n\r\n", body);
+    absl::Status status;
+    if (::send(*fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+      status = absl::UnavailableError("could not send the request");
+    }
+    std::string seen;
+    char buffer[4096];
+    while (status.ok() && !absl::StrContains(seen, "event: progress")) {
+      const ssize_t n = ::recv(*fd, buffer, sizeof(buffer), 0);
+      if (n <= 0) status = absl::DataLossError(absl::StrCat("the stream ended before a progress event: ", seen));
+      if (n > 0) seen.append(buffer, static_cast<size_t>(n));
+    }
+    ::close(*fd);
+    return status;
   }
   static json Generations() {
     absl::StatusOr<HttpResult> r = Call("GET", "/v1/generations", "");
@@ -243,20 +259,8 @@ TEST_F(GatewayTest, ABadGenerateRequestIsAPlain400NotAStream) {
 }
 
 TEST_F(GatewayTest, AClientThatGoesAwayCancelsItsJob) {
-  absl::StatusOr<int> fd = ::clipserve::testing::ConnectLocal(server_->http_port());
-  ASSERT_THAT(fd, IsOk());
-  const std::string body = R"({"prompt": "a green star", "steps": 1000, "cutn": 4})";
-  const std::string request = absl::StrCat("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
-                                           "\r\n\r\n", body);
-  ASSERT_EQ(::send(*fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-  std::string seen;
-  char buffer[4096];
-  while (!absl::StrContains(seen, "event: progress")) {
-    const ssize_t n = ::recv(*fd, buffer, sizeof(buffer), 0);
-    ASSERT_GT(n, 0) << seen;
-    seen.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(*fd);
+  ASSERT_THAT(GenerateUntilFirstProgressThenHangUp(R"({"prompt": "a green star", "steps": 1000, "cutn": 4})"),
+              IsOk());
   bool cancelled = false;
   for (int i = 0; i < 300 && !cancelled; ++i) {
     const json list = Generations();  // a named object: a range over a temporary's member would dangle
@@ -270,20 +274,9 @@ TEST_F(GatewayTest, AClientThatGoesAwayCancelsItsJob) {
 
 TEST_F(GatewayTest, CancelAndWatchRoutes) {
   // A detached job keeps running without a reader; it can be watched and cancelled through the gateway.
-  absl::StatusOr<int> fd = ::clipserve::testing::ConnectLocal(server_->http_port());
-  ASSERT_THAT(fd, IsOk());
-  const std::string body = R"({"prompt": "a blue ring", "steps": 1000, "cutn": 4, "detach": true})";
-  const std::string request = absl::StrCat("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
-                                           "\r\n\r\n", body);
-  ASSERT_EQ(::send(*fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
-  std::string seen;
-  char buffer[4096];
-  while (!absl::StrContains(seen, "event: progress")) {
-    const ssize_t n = ::recv(*fd, buffer, sizeof(buffer), 0);
-    ASSERT_GT(n, 0) << seen;
-    seen.append(buffer, static_cast<size_t>(n));
-  }
-  ::close(*fd);
+  ASSERT_THAT(GenerateUntilFirstProgressThenHangUp(
+                  R"({"prompt": "a blue ring", "steps": 1000, "cutn": 4, "detach": true})"),
+              IsOk());
   std::string job;
   const json list = Generations();
   for (const json& g : list["generations"]) {

@@ -7,6 +7,7 @@
 // saying why) when the config, start or loading fails.
 #pragma once
 
+#include <filesystem>
 #include <memory>
 
 #include "gtest/gtest.h"
@@ -34,6 +35,19 @@ inline service::Server* StartTestServer(const absl::StatusOr<service::ServerConf
     return nullptr;
   }
   return server->release();
+}
+
+// configs/default.textproto (the shipped shapes-world CLIP and VQGAN) on 127.0.0.1 with ephemeral ports, for
+// tests to adjust and pass to StartTestServer.
+inline absl::StatusOr<service::ServerConfig> ShippedConfigOnLocalPorts() {
+  absl::StatusOr<service::ServerConfig> config =
+      service::LoadServerConfig(std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "configs" / "default.textproto");
+  if (config.ok()) {
+    config->set_listen_address("127.0.0.1");
+    config->set_grpc_port(0);
+    config->set_http_port(0);
+  }
+  return config;
 }
 
 }  // namespace clipserve::testing
