@@ -17,6 +17,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import { drawScenes, startServer } from '../testing/clipserve_process.mjs';
+
 const [binary, shapesGen, repoRoot] = process.argv.slice(2);
 if (!binary || !shapesGen || !repoRoot) {
   console.error('usage: node node_example_test.mjs <clipserve> <shapes-gen> <repo root>');
@@ -45,27 +47,11 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-node-example-'));
 
 // The server's logs are kept and shown only when the test fails.
 let server = null;
-let serverLog = '';
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, [`--config=${config}`, '--grpc_port=0', '--http_port=0'],
-                        { stdio: ['ignore', 'pipe', 'pipe'] });
-    server = child;
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      serverLog += d;
-      const m = out.match(/clipserve grpc_port=(\d+) http_port=(\d+)/);
-      if (m) resolve(Number(m[1]));
-    });
-    child.stderr.on('data', (d) => { serverLog += d; });
-    child.on('exit', (code, signal) => reject(new Error(`clipserve exited early with ${code ?? signal}`)));
-  });
-}
+let serverLog = () => '';
 // Never leave the server behind: a watchdog for a hung test, and a last resort on any exit.
 process.on('exit', () => { if (server && server.exitCode === null) server.kill('SIGKILL'); });
 const watchdog = setTimeout(() => {
-  console.error(`FAILED: the test ran over 100 s\n--- server log ---\n${serverLog}`);
+  console.error(`FAILED: the test ran over 100 s\n--- server log ---\n${serverLog()}`);
   process.exit(1);
 }, 100_000);
 
@@ -108,7 +94,10 @@ const other = (list, item, by) => list[(Math.max(list.indexOf(item), 0) + by) % 
 let failed = false;
 let client = null;
 try {
-  const grpcPort = await startServer();
+  const spawned = startServer(binary, [`--config=${config}`]);
+  server = spawned.child;
+  serverLog = spawned.log;
+  const { grpcPort } = await spawned.ready;
   const target = `127.0.0.1:${grpcPort}`;
   client = connect(target);
   await waitFor('health SERVING', async () => {
@@ -123,14 +112,8 @@ try {
 
   // --- classify: held-out scenes (an evaluation seed: never seen in training), big shapes on plain grounds.
   const scenesDir = path.join(tmp, 'scenes');
-  const gen = await new Promise((resolve, reject) => {
-    const c = spawn(shapesGen, ['--seed=1000901', '--count=16', `--out=${scenesDir}`], { stdio: 'inherit' });
-    c.on('error', reject);
-    c.on('close', resolve);
-  });
-  assert.equal(gen, 0, 'shapes-gen');
-  const scenes = fs.readFileSync(path.join(scenesDir, 'captions.jsonl'), 'utf8').trim().split('\n')
-      .map((l) => JSON.parse(l)).filter((s) => s.size === 'big' && s.background === 'plain').slice(0, 2);
+  const scenes = (await drawScenes(shapesGen, { seed: 1000901, count: 16, dir: scenesDir }))
+      .filter((s) => s.size === 'big' && s.background === 'plain').slice(0, 2);
   assert.equal(scenes.length, 2, 'two big shapes on plain backgrounds among 16 scenes');
   for (const scene of scenes) {
     const want = `${scene.colour} ${scene.shape}`;
@@ -277,7 +260,7 @@ try {
       failed = true;
     }
   }
-  if (failed) console.error(`--- server log ---\n${serverLog}`);
+  if (failed) console.error(`--- server log ---\n${serverLog()}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   clearTimeout(watchdog);
 }

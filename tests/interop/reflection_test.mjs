@@ -3,12 +3,13 @@
 //   - grpc.health.v1 answers SERVING once the model is loaded;
 //   - a Tokenize call made from the .proto files in proto/ returns the reference ids.
 // Usage: node reflection_test.mjs <clipserve binary> <default fixture dir> <repo root>
-import { spawn } from 'node:child_process';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import { Client as ReflectionClient } from 'grpc-reflection-js';
+
+import { startServer } from '../testing/clipserve_process.mjs';
 
 import fs from 'node:fs';
 
@@ -27,20 +28,6 @@ if (!fs.existsSync(path.join(modelDir, 'config.json'))) {
   }
   console.log(`skipped: fixture model ${modelDir} is missing; set CLIPSERVE_FIXTURES to run this test`);
   process.exit(77);
-}
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, [`--model=fixture=${modelDir}`, '--grpc_port=0', '--http_port=0'],
-                        { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/clipserve grpc_port=(\d+) http_port=(\d+)/);
-      if (m) resolve({ child, grpcPort: Number(m[1]) });
-    });
-    child.on('exit', (code) => reject(new Error(`clipserve exited early with ${code}`)));
-  });
 }
 
 function call(client, method, request) {
@@ -66,7 +53,8 @@ async function waitServing(target) {
   throw new Error('health never reported SERVING');
 }
 
-const { child, grpcPort } = await startServer();
+const { child, ready, log } = startServer(binary, [`--model=fixture=${modelDir}`]);
+const { grpcPort } = await ready;
 const target = `127.0.0.1:${grpcPort}`;
 let failed = false;
 try {
@@ -110,5 +98,6 @@ try {
     console.error(`clipserve exited with ${code} after SIGTERM`);
     failed = true;
   }
+  if (failed) console.error(`--- server log ---\n${log()}`);
 }
 process.exit(failed ? 1 : 0);

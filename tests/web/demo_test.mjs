@@ -7,7 +7,7 @@
 //   - cancel: the Cancel button aborts the stream, and the server lists the job as cancelled.
 // A screenshot of the page with the finished generation is written to <artifact dir>/web-demo.png.
 // Usage: node demo_test.mjs <clipserve> <shapes-gen> <repo root> <artifact dir>
-import { spawn } from 'node:child_process';
+import { drawScenes, startServer } from '../testing/clipserve_process.mjs';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -42,22 +42,7 @@ const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-web-'));
 let server = null;
 let browser = null;
-let serverLog = '';
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(binary, [`--config=${path.join(repoRoot, 'configs/default.textproto')}`, '--grpc_port=0',
-                                 '--http_port=0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stderr.on('data', (d) => { serverLog += d; });
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = out.match(/clipserve grpc_port=(\d+) http_port=(\d+)/);
-      if (m) resolve({ child, httpPort: Number(m[2]) });
-    });
-    child.on('exit', (code) => reject(new Error(`clipserve exited early with ${code}`)));
-  });
-}
+let serverLog = () => '';
 
 async function cleanup() {
   if (browser) await browser.close().catch(() => {});
@@ -71,9 +56,11 @@ const watchdog = setTimeout(async () => {
 }, 150000);
 
 try {
-  const s = await startServer();
-  server = s.child;
-  const base = `http://127.0.0.1:${s.httpPort}`;
+  const spawned = startServer(binary, [`--config=${path.join(repoRoot, 'configs/default.textproto')}`]);
+  server = spawned.child;
+  serverLog = spawned.log;
+  const { httpPort } = await spawned.ready;
+  const base = `http://127.0.0.1:${httpPort}`;
   for (let i = 0;; i++) {
     const r = await fetch(`${base}/readyz`).catch(() => null);
     if (r && r.ok) break;
@@ -84,14 +71,8 @@ try {
 
   // Held-out scenes (an evaluation seed, never seen in training): big shapes on plain backgrounds.
   const scenesDir = path.join(tmp, 'scenes');
-  const code = await new Promise((resolve, reject) => {
-    const c = spawn(shapesGen, ['--seed=1000901', '--count=24', `--out=${scenesDir}`], { stdio: 'inherit' });
-    c.on('error', reject);
-    c.on('close', resolve);
-  });
-  assert.equal(code, 0, 'shapes-gen');
-  const scenes = fs.readFileSync(path.join(scenesDir, 'captions.jsonl'), 'utf8').trim().split('\n')
-      .map((l) => JSON.parse(l)).filter((x) => x.size === 'big' && x.background === 'plain');
+  const scenes = (await drawScenes(shapesGen, { seed: 1000901, count: 24, dir: scenesDir }))
+      .filter((x) => x.size === 'big' && x.background === 'plain');
   // Three scenes whose colours and shapes all differ.
   const picked = [];
   for (const x of scenes) {
@@ -206,7 +187,7 @@ try {
   console.log(`[${elapsed()}] passed`);
 } catch (e) {
   console.error(e);
-  console.error(`--- server log (last 3000 chars) ---\n${serverLog.slice(-3000)}`);
+  console.error(`--- server log (last 3000 chars) ---\n${serverLog().slice(-3000)}`);
   clearTimeout(watchdog);
   await cleanup();
   process.exit(1);
