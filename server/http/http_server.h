@@ -1,5 +1,6 @@
 // The HTTP side port: a small civetweb-backed server that routes requests by exact path and method to
-// handlers (used for /metrics, /healthz, /readyz; later the JSON gateway and SSE).
+// handlers (/metrics, /healthz, /readyz, the JSON gateway), streams responses for Server-Sent Events, and serves
+// HTTPS through a TlsTerminator.
 #pragma once
 
 #include <atomic>

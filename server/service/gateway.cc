@@ -75,7 +75,7 @@ absl::Status FromJson(const std::string& body, google::protobuf::Message* messag
   return absl::OkStatus();
 }
 
-// The value of `name` in a query string ("a=1&job_id=x"), URL-decoded only for '%XX'-free values.
+// The raw value of `name` in a query string ("a=1&job_id=x"), not URL-decoded: job ids need no escaping.
 std::string QueryValue(const std::string& query, absl::string_view name) {
   for (absl::string_view pair : absl::StrSplit(query, '&')) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
