@@ -6,6 +6,7 @@
 // The tower FLOP/s are compared with the best of the BM_Sgemm1024 variants (docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 
+#include <memory>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -38,12 +39,28 @@ ClipConfig VitB32Config() {
   return c;
 }
 
-const ClipModel& Model() {
-  static const auto* model = [] {
+// The same random ViT-B/32 twice: as it comes (BLAS through Linear()) and prepacked for the packed CPU GEMM
+// (packed_linear.h; what the server runs on AVX-512 machines).
+const ClipModel& Model(bool packed = false) {
+  static const auto* models = [] {
     ConfigureCpuThreads({});
-    return new std::shared_ptr<ClipModel>(ClipModel::CreateRandom(VitB32Config(), 1));
+    auto* both = new std::shared_ptr<ClipModel>[2];
+    both[0] = ClipModel::CreateRandom(VitB32Config(), 1);
+    both[1] = ClipModel::CreateRandom(VitB32Config(), 1);
+    both[1]->PrepackForInference();
+    return both;
   }();
-  return **model;
+  return *models[packed ? 1 : 0];
+}
+
+// Skips a packed variant where the packed GEMM cannot run; returns whether the benchmark should go on.
+bool PackedVariantRuns(benchmark::State& state, bool packed) {
+  if (packed && !Model(true).prepacked()) {
+    state.SkipWithError("packed GEMM unavailable (no AVX-512F, or CLIPSERVE_PACKED_GEMM=0)");
+    return false;
+  }
+  state.SetLabel(packed ? "packed GEMM" : "BLAS");
+  return true;
 }
 
 // The machine's 1024² sgemm rate, the yardstick for the towers. Two ways, both reported; the better one is the
@@ -75,29 +92,44 @@ BENCHMARK(BM_Sgemm1024)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealT
 // stream from memory as in the tower), at the tower's row counts: the ceiling the whole tower can reach.
 void BM_ClipImageTowerGemmsOnly(benchmark::State& state) {
   Model();
+  const bool packed = state.range(1) != 0;
+  if (!PackedVariantRuns(state, packed)) return;
   const int64_t rows = state.range(0) * 50, d = 768, inner = 3072;
   struct Weights {
     at::Tensor w, b;
+    std::unique_ptr<PackedWeight> p;
   };
   std::vector<Weights> weights;
   for (int layer = 0; layer < 12; ++layer) {
-    weights.push_back({at::randn({3 * d, d}), at::randn({3 * d})});
-    weights.push_back({at::randn({d, d}), at::randn({d})});
-    weights.push_back({at::randn({inner, d}), at::randn({inner})});
-    weights.push_back({at::randn({d, inner}), at::randn({d})});
+    weights.push_back({at::randn({3 * d, d}), at::randn({3 * d}), nullptr});
+    weights.push_back({at::randn({d, d}), at::randn({d}), nullptr});
+    weights.push_back({at::randn({inner, d}), at::randn({inner}), nullptr});
+    weights.push_back({at::randn({d, inner}), at::randn({d}), nullptr});
+  }
+  if (packed) {
+    for (auto& w : weights) w.p = std::make_unique<PackedWeight>(w.w);
   }
   const at::Tensor x_d = at::randn({rows, d}), x_inner = at::randn({rows, inner});
   c10::InferenceMode guard;
   for (auto _ : state) {
-    for (const auto& [w, b] : weights) benchmark::DoNotOptimize(Linear(w.size(1) == d ? x_d : x_inner, w, b).data_ptr());
+    for (const auto& [w, b, p] : weights) {
+      benchmark::DoNotOptimize(Linear(w.size(1) == d ? x_d : x_inner, w, p.get(), b).data_ptr());
+    }
   }
   const double flops = 12.0 * 2 * rows * (3 * d * d + d * d + 2 * d * inner);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ClipImageTowerGemmsOnly)->Arg(1)->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+BENCHMARK(BM_ClipImageTowerGemmsOnly)
+    ->ArgsProduct({{1, 8, 32}, {0, 1}})
+    ->ArgNames({"batch", "packed"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(2.0);
 
 void BM_ClipImageTower(benchmark::State& state) {
-  const ClipModel& model = Model();
+  const bool packed = state.range(1) != 0;
+  if (!PackedVariantRuns(state, packed)) return;
+  const ClipModel& model = Model(packed);
   const int64_t batch = state.range(0);
   const at::Tensor pixels = at::randn({batch, 3, 224, 224});
   c10::InferenceMode guard;
@@ -106,12 +138,19 @@ void BM_ClipImageTower(benchmark::State& state) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(kVitB32ImageFlops * batch * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ClipImageTower)->Arg(1)->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+BENCHMARK(BM_ClipImageTower)
+    ->ArgsProduct({{1, 8, 32}, {0, 1}})
+    ->ArgNames({"batch", "packed"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
 
 // Texts of `len` tokens (SOT, words, EOT, zero padding to 77). At len = 77 this is the full-context cost the
 // FLOP figure refers to; shorter texts show what computing only up to the last EOS saves.
 void BM_ClipTextTower(benchmark::State& state) {
-  const ClipModel& model = Model();
+  const bool packed = state.range(2) != 0;
+  if (!PackedVariantRuns(state, packed)) return;
+  const ClipModel& model = Model(packed);
   const int64_t batch = state.range(0), len = state.range(1);
   at::Tensor ids = at::zeros({batch, 77}, at::kLong);
   ids.narrow(1, 1, len - 2).random_(1, 49000);
@@ -126,11 +165,9 @@ void BM_ClipTextTower(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ClipTextTower)
-    ->Args({1, 77})
-    ->Args({8, 77})
-    ->Args({32, 77})
-    ->Args({8, 12})
-    ->Args({32, 12})
+    ->ArgsProduct({{1, 8, 32}, {77}, {0, 1}})
+    ->ArgsProduct({{8, 32}, {12}, {0, 1}})
+    ->ArgNames({"batch", "tokens", "packed"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(3.0);

@@ -50,4 +50,13 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   return out;
 }
 
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
+                  double alpha, double beta) {
+  if (packed != nullptr && x.size(0) <= kPackedLinearMaxRows && x.is_cpu() && x.scalar_type() == at::kFloat &&
+      !at::GradMode::is_enabled()) {
+    return PackedLinear(x, *packed, bias, alpha, beta);
+  }
+  return Linear(x, weight, bias, alpha, beta);
+}
+
 }  // namespace clipserve

@@ -11,10 +11,17 @@
 
 #include <ATen/ATen.h>
 
+#include "server/models/packed_linear.h"
+
 namespace clipserve {
 
 // x [M, K], weight [N, K], bias [N] (may be undefined) → [M, N].
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double alpha = 1.0,
                   double beta = 1.0);
+
+// The same, through `packed` (a packed copy of `weight`, packed_linear.h) when it is given, the call is CPU
+// float32 inference and x has at most kPackedLinearMaxRows rows; through `weight` otherwise.
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
+                  double alpha = 1.0, double beta = 1.0);
 
 }  // namespace clipserve

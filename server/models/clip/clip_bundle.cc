@@ -9,7 +9,10 @@ absl::StatusOr<std::unique_ptr<ClipBundle>> ClipBundle::Load(const ClipBundleOpt
   auto bundle = std::make_unique<ClipBundle>();
   bundle->dir = options.dir;
   CLIPSERVE_ASSIGN_OR_RETURN(bundle->model,
-                             ClipModel::Load({.dir = options.dir, .dtype = options.dtype, .device = options.device}));
+                             ClipModel::Load({.dir = options.dir,
+                                              .dtype = options.dtype,
+                                              .device = options.device,
+                                              .prepack_cpu_weights = options.prepack_cpu_weights}));
   const auto& config = bundle->model->config();
   CLIPSERVE_ASSIGN_OR_RETURN(bundle->tokenizer,
                              Tokenizer::Create({.vocab_path = options.dir / "vocab.json",

@@ -20,6 +20,9 @@ struct ClipBundleOptions {
   std::filesystem::path dir;
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  // Keep the projections packed for the CPU GEMM kernel (ClipModel::PrepackForInference); a served model's
+  // weights never change. Costs a second copy of those weights on CPU float32 models.
+  bool prepack_cpu_weights = true;
   // Per-word BPE cache of the tokenizer.
   size_t tokenizer_cache_words = 100000;
 };

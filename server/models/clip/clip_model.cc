@@ -13,6 +13,7 @@
 #include "server/common/status_macros.h"
 #include "server/models/attention.h"
 #include "server/models/linear.h"
+#include "server/models/packed_linear.h"
 #include "server/models/tensor_io.h"
 
 namespace clipserve::clip {
@@ -45,19 +46,19 @@ class Block : public torch::nn::Module {
   at::Tensor Forward(const at::Tensor& x, int64_t batch, int64_t len, bool causal) const {
     const bool inplace = !at::GradMode::is_enabled();
     at::Tensor h = at::layer_norm(x, {d_}, ln1_w, ln1_b, eps_);
-    at::Tensor attn = SelfAttention(Linear(h, qkv_w, qkv_b), batch, len, heads_, causal);
-    at::Tensor y = Linear(attn, out_w, out_b);
+    at::Tensor attn = SelfAttention(Linear(h, qkv_w, qkv_p_.get(), qkv_b), batch, len, heads_, causal);
+    at::Tensor y = Linear(attn, out_w, out_p_.get(), out_b);
     at::Tensor r = inplace ? y.add_(x) : y + x;
     h = at::layer_norm(r, {d_}, ln2_w, ln2_b, eps_);
     if (act_ == Activation::kQuickGelu) {
       // quick_gelu(h) = h·sigmoid(1.702h) = silu(1.702h) / 1.702: the two scalings ride on the GEMMs' alpha,
       // leaving one fused element-wise pass.
-      h = Linear(h, fc1_w, fc1_b, kQuickGeluScale, kQuickGeluScale);
+      h = Linear(h, fc1_w, fc1_p_.get(), fc1_b, kQuickGeluScale, kQuickGeluScale);
       h = inplace ? at::silu_(h) : at::silu(h);
-      y = Linear(h, fc2_w, fc2_b, 1.0 / kQuickGeluScale);
+      y = Linear(h, fc2_w, fc2_p_.get(), fc2_b, 1.0 / kQuickGeluScale);
     } else {
-      h = at::gelu(Linear(h, fc1_w, fc1_b));
-      y = Linear(h, fc2_w, fc2_b);
+      h = at::gelu(Linear(h, fc1_w, fc1_p_.get(), fc1_b));
+      y = Linear(h, fc2_w, fc2_p_.get(), fc2_b);
     }
     return inplace ? y.add_(r) : y + r;
   }
@@ -94,9 +95,19 @@ class Block : public torch::nn::Module {
     fc2_w.normal_(0.0, in_std, gen);
   }
 
+  // Packed copies of the four projections for CPU inference (packed_linear.h); empty unless Prepack() ran.
+  void Prepack() {
+    qkv_p_ = std::make_unique<PackedWeight>(qkv_w);
+    out_p_ = std::make_unique<PackedWeight>(out_w);
+    fc1_p_ = std::make_unique<PackedWeight>(fc1_w);
+    fc2_p_ = std::make_unique<PackedWeight>(fc2_w);
+  }
+  void DropPacked() { qkv_p_.reset(), out_p_.reset(), fc1_p_.reset(), fc2_p_.reset(); }
+
   at::Tensor ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
 
  private:
+  std::unique_ptr<PackedWeight> qkv_p_, out_p_, fc1_p_, fc2_p_;
   int64_t d_;
   int64_t heads_;
   Activation act_;
@@ -122,6 +133,12 @@ class ClipModel::Tower : public torch::nn::Module {
   }
   void InitRandom(at::Generator& gen) {
     for (auto& b : blocks_) b->InitRandom(static_cast<int>(blocks_.size()), gen);
+  }
+  void Prepack() {
+    for (auto& b : blocks_) b->Prepack();
+  }
+  void DropPacked() {
+    for (auto& b : blocks_) b->DropPacked();
   }
 
  private:
@@ -180,6 +197,7 @@ absl::StatusOr<std::shared_ptr<ClipModel>> ClipModel::Load(const ClipModelOption
                                                           options.device.str(), "/", c10::toString(options.dtype)),
                                              [&] {
                                                model->ConvertTo(options.device, options.dtype);
+                                               if (options.prepack_cpu_weights) model->PrepackForInference();
                                                return absl::OkStatus();
                                              }));
   return model;
@@ -243,6 +261,7 @@ absl::Status ClipModel::LoadWeights(const std::map<std::string, at::Tensor>& wei
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ": does not match the CLIP config: ", absl::StrJoin(problems, "; ")));
   }
+  DropPacked();
   return CatchTorchErrors(origin, [&] {
     at::NoGradGuard no_grad;
     for (auto& [name, dst] : expected) dst.copy_(weights.at(name).reshape(dst.sizes()));
@@ -258,7 +277,23 @@ absl::Status ClipModel::Save(const std::filesystem::path& dir) const {
   return WriteFileAtomically(dir / "config.json", config_.ToJson().dump(2) + "\n");
 }
 
+bool ClipModel::PrepackForInference() {
+  DropPacked();
+  if (!device_.is_cpu() || dtype_ != at::kFloat || !PackedGemmAvailable()) return false;
+  text_->Prepack();
+  vision_->Prepack();
+  patch_packed_ = std::make_unique<PackedWeight>(patch_embedding_.view({patch_embedding_.size(0), -1}));
+  return true;
+}
+
+void ClipModel::DropPacked() {
+  text_->DropPacked();
+  vision_->DropPacked();
+  patch_packed_.reset();
+}
+
 void ClipModel::ConvertTo(at::Device device, at::ScalarType dtype) {
+  DropPacked();
   at::NoGradGuard no_grad;
   for (auto& p : parameters()) p.set_data(p.to(device, dtype));
   device_ = device;
@@ -297,7 +332,7 @@ at::Tensor ClipModel::EncodeImage(const at::Tensor& pixels) const {
   at::Tensor x = pixels.to(device_, dtype_);
   // The patch convolution has stride = kernel: it is one GEMM over non-overlapping patches.
   x = x.view({batch, c.num_channels, g, p, g, p}).permute({0, 2, 4, 1, 3, 5}).reshape({batch * g * g, -1});
-  x = Linear(x, patch_embedding_.view({d, -1}), at::Tensor()).view({batch, g * g, d});
+  x = Linear(x, patch_embedding_.view({d, -1}), patch_packed_.get(), at::Tensor()).view({batch, g * g, d});
   x = at::cat({class_embedding_.view({1, 1, d}).expand({batch, 1, d}), x}, 1) + vision_position_embedding_;
   x = at::layer_norm(x.view({batch * tokens, d}), {d}, pre_ln_w_, pre_ln_b_, c.layer_norm_eps);
   x = vision_->Forward(x, batch, tokens, /*causal=*/false);

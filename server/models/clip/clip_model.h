@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/models/clip/config.h"
+#include "server/models/packed_linear.h"
 
 namespace clipserve::clip {
 
@@ -32,6 +33,9 @@ struct ClipModelOptions {
   // dtype; embeddings come back as float32.
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  // Also keep the projection weights packed for clipserve's CPU GEMM kernel (PrepackForInference()). Only for
+  // weights that will not change afterwards (serving; not training).
+  bool prepack_cpu_weights = false;
 };
 
 class ClipModel : public torch::nn::Module {
@@ -64,19 +68,30 @@ class ClipModel : public torch::nn::Module {
   // Writes config.json + model.safetensors (float32 or the model's dtype) to `dir`.
   absl::Status Save(const std::filesystem::path& dir) const;
 
-  // Moves weights to a device and dtype.
+  // Moves weights to a device and dtype (drops packed copies).
   void ConvertTo(at::Device device, at::ScalarType dtype);
+
+  // Packs the transformer projections and the patch embedding for the packed CPU GEMM (packed_linear.h):
+  // inference (no autograd) on a float32 CPU model then streams pre-packed weights instead of having BLAS
+  // re-pack them on every call. Costs a second copy of those weights (ViT-B/32: +350 MB). Returns false, packing
+  // nothing, where the model is not float32 on CPU or the CPU lacks AVX-512F. Weights changed afterwards
+  // (LoadWeights, ConvertTo) drop the packed copies; changing them any other way leaves the copies stale, so
+  // call this only for frozen models.
+  bool PrepackForInference();
+  bool prepacked() const { return patch_packed_ != nullptr; }
 
   class Tower;  // implementation detail, public for the .cc's helpers
 
  private:
   explicit ClipModel(const ClipConfig& config);
+  void DropPacked();
 
   ClipConfig config_;
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_ = at::kCPU;
   std::shared_ptr<Tower> text_;
   std::shared_ptr<Tower> vision_;
+  std::unique_ptr<PackedWeight> patch_packed_;
   at::Tensor token_embedding_, text_position_embedding_, text_final_ln_w_, text_final_ln_b_;
   at::Tensor class_embedding_, patch_embedding_, vision_position_embedding_;
   at::Tensor pre_ln_w_, pre_ln_b_, post_ln_w_, post_ln_b_;

@@ -25,13 +25,17 @@ using ::clipserve::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-class ClipParityTest : public ::testing::Test {
+// Every parity check runs twice: with BLAS (Linear()) and with the packed CPU GEMM (packed_linear.h), which
+// inference takes once the model is prepacked.
+class ClipParityTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    auto model = ClipModel::Load({.dir = FixtureDir() / "clip"});
+    if (GetParam() && !PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F (or CLIPSERVE_PACKED_GEMM=0)";
+    auto model = ClipModel::Load({.dir = FixtureDir() / "clip", .prepack_cpu_weights = GetParam()});
     ASSERT_THAT(model, IsOk());
     model_ = *model;
+    ASSERT_EQ(model_->prepacked(), GetParam());
     auto expected = LoadTensors(FixtureDir() / "clip_expected.safetensors");
     ASSERT_THAT(expected, IsOk());
     expected_ = *expected;
@@ -42,13 +46,13 @@ class ClipParityTest : public ::testing::Test {
   std::map<std::string, at::Tensor> expected_;
 };
 
-TEST_F(ClipParityTest, TextEmbedsMatchReference) {
+TEST_P(ClipParityTest, TextEmbedsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor ours = model_->EncodeText(Expected("input_ids"));
   CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(ours, Expected("text_embeds"), 1e-4);
 }
 
-TEST_F(ClipParityTest, TextEmbedsDoNotDependOnBatchCompanions) {
+TEST_P(ClipParityTest, TextEmbedsDoNotDependOnBatchCompanions) {
   // Each text alone (its own, shorter computed length) must give the batch result.
   c10::InferenceMode guard;
   const at::Tensor ids = Expected("input_ids");
@@ -59,20 +63,20 @@ TEST_F(ClipParityTest, TextEmbedsDoNotDependOnBatchCompanions) {
   }
 }
 
-TEST_F(ClipParityTest, ImageEmbedsMatchReference) {
+TEST_P(ClipParityTest, ImageEmbedsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor ours = model_->EncodeImage(Expected("pixel_values"));
   CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(ours, Expected("image_embeds"), 1e-4);
 }
 
-TEST_F(ClipParityTest, LogitsMatchReference) {
+TEST_P(ClipParityTest, LogitsMatchReference) {
   c10::InferenceMode guard;
   at::Tensor logits =
       model_->LogitsPerImage(model_->EncodeImage(Expected("pixel_values")), model_->EncodeText(Expected("input_ids")));
   CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(logits, Expected("logits_per_image"), 1e-4);
 }
 
-TEST_F(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
+TEST_P(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
   at::Tensor pixels = Expected("pixel_values").narrow(0, 0, 1).clone().requires_grad_(true);
   at::Tensor text = model_->EncodeText(Expected("input_ids").narrow(0, 0, 1));
   at::Tensor image = model_->EncodeImage(pixels);
@@ -83,7 +87,7 @@ TEST_F(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
   CLIPSERVE_EXPECT_RELATIVE_ERROR_LE(pixels.grad(), Expected("grad_pixel_cos_image0_text0"), 1e-3);
 }
 
-TEST_F(ClipParityTest, BFloat16WeightsStayClose) {
+TEST_P(ClipParityTest, BFloat16WeightsStayClose) {
   auto model = ClipModel::Load({.dir = FixtureDir() / "clip", .dtype = at::kBFloat16});
   ASSERT_THAT(model, IsOk());
   EXPECT_EQ((*model)->dtype(), at::kBFloat16);
@@ -95,14 +99,35 @@ TEST_F(ClipParityTest, BFloat16WeightsStayClose) {
   EXPECT_LE(RelativeError(text, Expected("text_embeds")), 5e-2);
 }
 
-TEST_F(ClipParityTest, SaveThenLoadRoundTrips) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "clip_roundtrip";
+TEST_P(ClipParityTest, SaveThenLoadRoundTrips) {
+  // One directory per variant: ctest runs the two at the same time.
+  const fs::path dir = fs::path(::testing::TempDir()) / (GetParam() ? "clip_roundtrip_packed" : "clip_roundtrip_blas");
   ASSERT_THAT(model_->Save(dir), IsOk());
-  auto again = ClipModel::Load({.dir = dir});
+  auto again = ClipModel::Load({.dir = dir, .prepack_cpu_weights = GetParam()});
   ASSERT_THAT(again, IsOk());
   c10::InferenceMode guard;
   EXPECT_EQ(RelativeError((*again)->EncodeImage(Expected("pixel_values")), Expected("image_embeds")),
             RelativeError(model_->EncodeImage(Expected("pixel_values")), Expected("image_embeds")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Gemm, ClipParityTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Packed" : "Blas"; });
+
+TEST(ClipPrepackTest, ChangingWeightsDropsThePackedCopies) {
+  CLIPSERVE_REQUIRE_FIXTURES();
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F (or CLIPSERVE_PACKED_GEMM=0)";
+  auto model = ClipModel::Load({.dir = FixtureDir() / "clip", .prepack_cpu_weights = true});
+  ASSERT_THAT(model, IsOk());
+  ASSERT_TRUE((*model)->prepacked());
+  // Weights loaded afterwards must be the ones used: zeroed weights would give stale results through old copies.
+  auto weights = LoadTensors(FixtureDir() / "clip" / "model.safetensors");
+  ASSERT_THAT(weights, IsOk());
+  ASSERT_THAT((*model)->LoadWeights(*weights, "again"), IsOk());
+  EXPECT_FALSE((*model)->prepacked());
+  EXPECT_TRUE((*model)->PrepackForInference());
+  (*model)->ConvertTo(at::kCPU, at::kBFloat16);
+  EXPECT_FALSE((*model)->prepacked());
+  EXPECT_FALSE((*model)->PrepackForInference()) << "only float32 models are packed";
 }
 
 // Copies the fixture model directory and lets a test damage it.

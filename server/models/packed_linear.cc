@@ -1,0 +1,175 @@
+#include "server/models/packed_linear.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include <ATen/Parallel.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CLIPSERVE_PACKED_GEMM_X86 1
+#endif
+
+namespace clipserve {
+namespace {
+
+constexpr int64_t kNr = PackedWeight::kPanelWidth;  // output columns per panel: two AVX-512 registers
+constexpr int64_t kKc = 256;   // depth per pass: a 32 × 256 panel slice (32 KiB) stays in L1 across row blocks
+constexpr int64_t kMc = 192;   // rows per pass: their 192 × 256 slice of x (192 KiB) stays in L2
+constexpr int kMrMax = 12;     // rows per kernel call: 24 accumulators + 2 panel registers + 1 broadcast
+
+#ifdef CLIPSERVE_PACKED_GEMM_X86
+
+// One row block × one panel over kc depth: c[0..MR) × [0..32) (+)= a[0..MR) × b. On the first pass the
+// accumulators start at zero, on later passes from c; on the last pass alpha and beta · bias are applied before
+// the store. m0/m1 mask the panel's columns past N.
+template <int MR>
+__attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, const float* b, int64_t kc, float* c,
+                                               int64_t ldc, bool first, bool last, const float* bias, float alpha,
+                                               float beta, __mmask16 m0, __mmask16 m1) {
+  __m512 lo[MR], hi[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (first) {
+      lo[i] = _mm512_setzero_ps();
+      hi[i] = _mm512_setzero_ps();
+    } else {
+      lo[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);
+      hi[i] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
+    }
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b + k * kNr);
+    const __m512 b1 = _mm512_load_ps(b + k * kNr + 16);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + k]);
+      lo[i] = _mm512_fmadd_ps(av, b0, lo[i]);
+      hi[i] = _mm512_fmadd_ps(av, b1, hi[i]);
+    }
+  }
+  if (last) {
+    const __m512 scale = _mm512_set1_ps(alpha);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (bias != nullptr) {
+      const __m512 bscale = _mm512_set1_ps(beta);
+      bias0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, bias), bscale);
+      bias1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, bias + 16), bscale);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      lo[i] = _mm512_fmadd_ps(lo[i], scale, bias0);
+      hi[i] = _mm512_fmadd_ps(hi[i], scale, bias1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    _mm512_mask_storeu_ps(c + i * ldc, m0, lo[i]);
+    _mm512_mask_storeu_ps(c + i * ldc + 16, m1, hi[i]);
+  }
+}
+
+using KernelFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, bool, const float*,
+                          float, float, __mmask16, __mmask16);
+constexpr KernelFn kKernels[kMrMax + 1] = {nullptr,    Kernel<1>, Kernel<2>,  Kernel<3>,  Kernel<4>,
+                                           Kernel<5>,  Kernel<6>, Kernel<7>,  Kernel<8>,  Kernel<9>,
+                                           Kernel<10>, Kernel<11>, Kernel<12>};
+
+__mmask16 ColumnMask(int64_t columns) {
+  return columns >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << columns) - 1);
+}
+
+// Panels [p0, p1) of the output for all m rows.
+void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, const float* bias, float alpha,
+                float beta, float* c, int64_t p0, int64_t p1) {
+  const int64_t k = w.columns(), n = w.rows();
+  for (int64_t k0 = 0; k0 < k; k0 += kKc) {
+    const int64_t kc = std::min(kKc, k - k0);
+    const bool first = k0 == 0, last = k0 + kc == k;
+    // Passes and row blocks of balanced sizes (50 rows: 5 blocks of 10, not 4 × 12 + 2).
+    const int64_t passes = (m + kMc - 1) / kMc;
+    for (int64_t pass = 0, r0 = 0; pass < passes; ++pass) {
+      const int64_t mc = m * (pass + 1) / passes - m * pass / passes;
+      const int64_t blocks = (mc + kMrMax - 1) / kMrMax;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t col = p * kNr, cols = std::min(kNr, n - col);
+        const __mmask16 m0 = ColumnMask(cols), m1 = ColumnMask(std::max<int64_t>(cols - 16, 0));
+        const float* b = w.panel(p) + k0 * kNr;
+        const float* bias_p = bias == nullptr ? nullptr : bias + col;
+        int64_t r = r0;
+        for (int64_t block = 0; block < blocks; ++block) {
+          const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
+          kKernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1);
+          r += rows;
+        }
+      }
+      r0 += mc;
+    }
+  }
+}
+
+#endif  // CLIPSERVE_PACKED_GEMM_X86
+
+}  // namespace
+
+PackedWeight::PackedWeight(const at::Tensor& weight) : n_(weight.size(0)), k_(weight.size(1)) {
+  TORCH_CHECK(weight.dim() == 2 && weight.is_cpu() && weight.scalar_type() == at::kFloat,
+              "PackedWeight expects a float32 CPU matrix, got ", weight.scalar_type(), weight.sizes(), " on ",
+              weight.device());
+  // [N, K] → [panels, K, 32], zero-padded to a whole number of panels. at::empty is 64-byte aligned, so every
+  // panel row is one aligned pair of AVX-512 loads.
+  at::Tensor padded = weight.detach();
+  const int64_t padded_n = panels() * kPanelWidth;
+  if (padded_n != n_) padded = at::constant_pad_nd(padded, {0, 0, 0, padded_n - n_});
+  data_ = padded.view({panels(), kPanelWidth, k_}).permute({0, 2, 1}).contiguous();
+}
+
+bool PackedGemmAvailable() {
+#ifdef CLIPSERVE_PACKED_GEMM_X86
+  static const bool available = [] {
+    const char* env = std::getenv("CLIPSERVE_PACKED_GEMM");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return available;
+#else
+  return false;
+#endif
+}
+
+at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha,
+                        double beta) {
+  TORCH_CHECK(PackedGemmAvailable(), "PackedLinear: the packed GEMM is not available on this CPU");
+  TORCH_CHECK(x.dim() == 2 && x.is_cpu() && x.scalar_type() == at::kFloat && x.size(1) == weight.columns(),
+              "PackedLinear expects float32 CPU x [M, ", weight.columns(), "], got ", x.scalar_type(), x.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.numel() == weight.rows() && bias.scalar_type() == at::kFloat),
+              "PackedLinear: bias must be float32 [", weight.rows(), "]");
+#ifdef CLIPSERVE_PACKED_GEMM_X86
+  const at::Tensor a = x.stride(1) == 1 ? x : x.contiguous();
+  const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  const int64_t m = a.size(0), n = weight.rows();
+  at::Tensor out = at::empty({m, n}, a.options());
+  if (m == 0) return out;
+  const float* a_ptr = a.data_ptr<float>();
+  const float* bias_ptr = b.defined() ? b.data_ptr<float>() : nullptr;
+  float* out_ptr = out.data_ptr<float>();
+  const int64_t lda = a.stride(0);
+  const int64_t panels = weight.panels();
+  const int64_t parts = at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), panels);
+  // Raw pointers only inside the pool: no tensor (and so no autograd or inference-mode state) is touched there.
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta), out_ptr,
+                 panels * part / parts, panels * (part + 1) / parts);
+    }
+  });
+  return out;
+#else
+  (void)alpha;
+  (void)beta;
+  return at::Tensor();
+#endif
+}
+
+}  // namespace clipserve

@@ -1,0 +1,53 @@
+// Inference projections with weights packed once, ahead of time, for clipserve's own AVX-512 GEMM kernel.
+//
+// Linear() hands every projection to BLAS, which re-packs the whole weight matrix on every call. For the row
+// counts of interactive serving (a batch-1 ViT-B/32 image is 50 rows) that packing costs as much as the
+// multiply itself: measured in bench/clip_bench.cc, OpenBLAS reaches 44 % of its square-sgemm speed on the
+// batch-1 image tower's GEMMs. A PackedWeight holds the matrix already in the kernel's layout (32-column
+// panels, k-major), so a call only streams it.
+//
+// Used on CPU float32 without autograd (inference), where the CPU has AVX-512F; everything else (autograd,
+// CUDA, other dtypes, CPUs without AVX-512, CLIPSERVE_PACKED_GEMM=0) takes Linear(). The packed copy is a
+// second copy of the weights: packing is opt-in per model (ClipModelOptions::prepack_cpu_weights).
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/ATen.h>
+
+namespace clipserve {
+
+// The kernel's layout of a weight [N, K]: ceil(N / 32) panels, each K rows of 32 floats (zero-padded past N).
+class PackedWeight {
+ public:
+  // weight: float32 CPU [N, K]. The packed copy does not follow later changes to `weight`.
+  explicit PackedWeight(const at::Tensor& weight);
+
+  int64_t rows() const { return n_; }      // N: output features
+  int64_t columns() const { return k_; }   // K: input features
+  const float* panel(int64_t p) const { return data_.data_ptr<float>() + p * k_ * kPanelWidth; }
+  int64_t panels() const { return (n_ + kPanelWidth - 1) / kPanelWidth; }
+
+  static constexpr int64_t kPanelWidth = 32;
+
+ private:
+  int64_t n_, k_;
+  at::Tensor data_;
+};
+
+// Above this many rows BLAS's own packing is amortised and OpenBLAS's kernel is as fast or faster (ViT-B/32 image
+// tower GEMMs on the 2-core AVX-512 CI machine: packed 1.35× faster at 50 rows, even at 400, 5-7 % slower at
+// 1,600; docs/benchmarks.md), so Linear() hands larger inputs to BLAS even when a packed copy exists.
+constexpr int64_t kPackedLinearMaxRows = 512;
+
+// True when this process can run the packed kernel: the CPU has AVX-512F and CLIPSERVE_PACKED_GEMM is not
+// "0" (read once).
+bool PackedGemmAvailable();
+
+// y = alpha · x · Wᵀ + beta · b for x float32 CPU [M, K] (any row stride, unit column stride), bias [N] or
+// undefined. Splits the output panels over torch's intra-op pool (one part when called inside a parallel
+// region). Requires PackedGemmAvailable().
+at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha = 1.0,
+                        double beta = 1.0);
+
+}  // namespace clipserve

@@ -1,0 +1,101 @@
+#include "server/models/packed_linear.h"
+
+#include "server/models/linear.h"
+
+#include <tuple>
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include "gtest/gtest.h"
+#include "tests/testing/tensor_testing.h"
+
+namespace clipserve {
+namespace {
+
+using ::clipserve::testing::RelativeError;
+
+class PackedLinearTest : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {
+ protected:
+  void SetUp() override {
+    if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F (or CLIPSERVE_PACKED_GEMM=0)";
+  }
+};
+
+// Shapes around every blocking edge: rows per kernel (12) and per pass (192), panel width (32), depth per pass
+// (256), and the ViT-B/32 batch-1 shapes.
+TEST_P(PackedLinearTest, MatchesAddmm) {
+  const auto [m, n, k] = GetParam();
+  at::manual_seed(m * 1000003 + n * 1009 + k);
+  const at::Tensor x = at::randn({m, k}), w = at::randn({n, k}), b = at::randn({n});
+  const PackedWeight packed(w);
+  ASSERT_EQ(packed.rows(), n);
+  ASSERT_EQ(packed.columns(), k);
+  c10::InferenceMode guard;
+  EXPECT_LE(RelativeError(PackedLinear(x, packed, b), at::addmm(b, x, w.t())), 1e-5);
+  EXPECT_LE(RelativeError(PackedLinear(x, packed, at::Tensor()), at::mm(x, w.t())), 1e-5);
+  EXPECT_LE(RelativeError(PackedLinear(x, packed, b, 1.702, 0.5), at::addmm(b, x, w.t(), 0.5, 1.702)), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PackedLinearTest,
+                         ::testing::Values(std::make_tuple(1, 1, 1), std::make_tuple(1, 768, 768),
+                                           std::make_tuple(7, 17, 5), std::make_tuple(12, 32, 256),
+                                           std::make_tuple(13, 33, 257), std::make_tuple(50, 2304, 768),
+                                           std::make_tuple(50, 768, 3072), std::make_tuple(193, 100, 300),
+                                           std::make_tuple(400, 64, 513), std::make_tuple(3, 48, 40)));
+
+TEST(PackedLinear, ReadsRowStridedInput) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor wide = at::randn({20, 100}), w = at::randn({40, 60});
+  const at::Tensor x = wide.narrow(1, 10, 60);  // row stride 100
+  ASSERT_FALSE(x.is_contiguous());
+  EXPECT_LE(RelativeError(PackedLinear(x, PackedWeight(w), at::Tensor()), at::mm(x, w.t())), 1e-5);
+}
+
+TEST(PackedLinear, SameResultOnOneThreadAndInsideAParallelRegion) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor x = at::randn({50, 128}), w = at::randn({96, 128}), b = at::randn({96});
+  const PackedWeight packed(w);
+  const at::Tensor whole = PackedLinear(x, packed, b);
+  at::Tensor inside;
+  at::parallel_for(0, 1, 1, [&](int64_t, int64_t) { inside = PackedLinear(x, packed, b); });
+  // Each output element is the same dot product in the same order however the panels are split.
+  EXPECT_TRUE(at::equal(whole, inside));
+}
+
+TEST(PackedLinear, EmptyInputGivesEmptyOutput) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor out = PackedLinear(at::empty({0, 16}), PackedWeight(at::randn({8, 16})), at::Tensor());
+  EXPECT_EQ(out.sizes(), (at::IntArrayRef{0, 8}));
+}
+
+TEST(PackedLinear, RejectsMismatchedShapes) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const PackedWeight packed(at::randn({8, 16}));
+  EXPECT_THROW(PackedLinear(at::randn({4, 15}), packed, at::Tensor()), c10::Error);
+  EXPECT_THROW(PackedLinear(at::randn({4, 16}), packed, at::randn({7})), c10::Error);
+  EXPECT_THROW(PackedLinear(at::randn({4, 16}).to(at::kDouble), packed, at::Tensor()), c10::Error);
+  EXPECT_THROW(PackedWeight(at::randn({8, 16}).to(at::kHalf)), c10::Error);
+}
+
+// Linear(x, w, packed, b) must be exactly the packed kernel for inference up to the row limit, exactly BLAS
+// above it, and differentiable (BLAS) under autograd.
+TEST(PackedLinear, LinearChoosesThePathByModeAndRows) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor w = at::randn({64, 96}), b = at::randn({64});
+  const PackedWeight packed(w);
+  {
+    c10::InferenceMode guard;
+    const at::Tensor small = at::randn({kPackedLinearMaxRows, 96}), large = at::randn({kPackedLinearMaxRows + 1, 96});
+    EXPECT_TRUE(at::equal(Linear(small, w, &packed, b), PackedLinear(small, packed, b)));
+    EXPECT_TRUE(at::equal(Linear(large, w, &packed, b), Linear(large, w, b)));
+  }
+  const at::Tensor x = at::randn({8, 96}).requires_grad_(true);
+  const at::Tensor y = Linear(x, w, &packed, b);
+  ASSERT_TRUE(y.requires_grad());
+  y.sum().backward();
+  EXPECT_LE(RelativeError(x.grad(), w.sum(0).expand({8, 96})), 1e-5);
+}
+
+}  // namespace
+}  // namespace clipserve
