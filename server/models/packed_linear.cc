@@ -121,7 +121,10 @@ PackedWeight::PackedWeight(const at::Tensor& weight) : n_(weight.size(0)), k_(we
   // panel row is one aligned pair of AVX-512 loads.
   at::Tensor padded = weight.detach();
   const int64_t padded_n = panels() * kPanelWidth;
-  if (padded_n != n_) padded = at::constant_pad_nd(padded, {0, 0, 0, padded_n - n_});
+  if (padded_n != n_) {
+    padded = at::zeros({padded_n, k_}, weight.options());
+    padded.narrow(0, 0, n_).copy_(weight.detach());
+  }
   data_ = padded.view({panels(), kPanelWidth, k_}).permute({0, 2, 1}).contiguous();
 }
 
@@ -149,6 +152,9 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   const at::Tensor a = x.stride(1) == 1 ? x : x.contiguous();
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   const int64_t m = a.size(0), n = weight.rows();
+  if (weight.columns() == 0) {  // an empty sum: only the bias term is left
+    return b.defined() ? (b * beta).expand({m, n}).contiguous() : at::zeros({m, n}, a.options());
+  }
   at::Tensor out = at::empty({m, n}, a.options());
   if (m == 0) return out;
   const float* a_ptr = a.data_ptr<float>();

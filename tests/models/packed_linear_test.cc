@@ -69,6 +69,14 @@ TEST(PackedLinear, EmptyInputGivesEmptyOutput) {
   EXPECT_EQ(out.sizes(), (at::IntArrayRef{0, 8}));
 }
 
+TEST(PackedLinear, NoInputFeaturesLeaveTheBiasTerm) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const PackedWeight packed(at::empty({5, 0}));
+  const at::Tensor b = at::randn({5});
+  EXPECT_TRUE(at::allclose(PackedLinear(at::empty({3, 0}), packed, b, 2.0, 0.5), (b * 0.5).expand({3, 5})));
+  EXPECT_TRUE(at::equal(PackedLinear(at::empty({3, 0}), packed, at::Tensor()), at::zeros({3, 5})));
+}
+
 TEST(PackedLinear, RejectsMismatchedShapes) {
   if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
   const PackedWeight packed(at::randn({8, 16}));
