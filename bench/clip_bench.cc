@@ -39,23 +39,27 @@ ClipConfig VitB32Config() {
   return c;
 }
 
-// The same random ViT-B/32 twice: as it comes (BLAS through Linear()) and prepacked for the packed CPU GEMM
-// (packed_linear.h; what the server runs on AVX-512 machines).
+std::shared_ptr<ClipModel> MakeModel(bool packed) {
+  ConfigureCpuThreads({});
+  std::shared_ptr<ClipModel> model = ClipModel::CreateRandom(VitB32Config(), 1);
+  if (packed) model->PrepackForInference();
+  return model;
+}
+
+// The same random ViT-B/32 as it comes (BLAS through Linear()) or prepacked for the packed CPU GEMM
+// (packed_linear.h; what the server runs on AVX-512 machines). Each is built on first use only.
 const ClipModel& Model(bool packed = false) {
-  static const auto* models = [] {
-    ConfigureCpuThreads({});
-    auto* both = new std::shared_ptr<ClipModel>[2];
-    both[0] = ClipModel::CreateRandom(VitB32Config(), 1);
-    both[1] = ClipModel::CreateRandom(VitB32Config(), 1);
-    both[1]->PrepackForInference();
-    return both;
-  }();
-  return *models[packed ? 1 : 0];
+  if (packed) {
+    static const auto* model = new std::shared_ptr<ClipModel>(MakeModel(true));
+    return **model;
+  }
+  static const auto* model = new std::shared_ptr<ClipModel>(MakeModel(false));
+  return **model;
 }
 
 // Skips a packed variant where the packed GEMM cannot run; returns whether the benchmark should go on.
 bool PackedVariantRuns(benchmark::State& state, bool packed) {
-  if (packed && !Model(true).prepacked()) {
+  if (packed && !PackedGemmAvailable()) {
     state.SkipWithError("packed GEMM unavailable (no AVX-512F, or CLIPSERVE_PACKED_GEMM=0)");
     return false;
   }
@@ -88,6 +92,11 @@ void BM_Sgemm1024(benchmark::State& state) {
 }
 BENCHMARK(BM_Sgemm1024)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
 
+// Image batches 1, 8 and 32, each through BLAS (packed:0) and the packed GEMM (packed:1).
+void ImageBatchesOnBothPaths(benchmark::internal::Benchmark* b) {
+  b->ArgsProduct({{1, 8, 32}, {0, 1}})->ArgNames({"batch", "packed"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 // Only the GEMMs of the ViT-B/32 image tower (12 blocks × qkv, out, fc1, fc2 with distinct weights, so they
 // stream from memory as in the tower), at the tower's row counts: the ceiling the whole tower can reach.
 void BM_ClipImageTowerGemmsOnly(benchmark::State& state) {
@@ -119,12 +128,7 @@ void BM_ClipImageTowerGemmsOnly(benchmark::State& state) {
   const double flops = 12.0 * 2 * rows * (3 * d * d + d * d + 2 * d * inner);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ClipImageTowerGemmsOnly)
-    ->ArgsProduct({{1, 8, 32}, {0, 1}})
-    ->ArgNames({"batch", "packed"})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MinTime(2.0);
+BENCHMARK(BM_ClipImageTowerGemmsOnly)->Apply(ImageBatchesOnBothPaths)->MinTime(2.0);
 
 void BM_ClipImageTower(benchmark::State& state) {
   const bool packed = state.range(1) != 0;
@@ -138,12 +142,7 @@ void BM_ClipImageTower(benchmark::State& state) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(kVitB32ImageFlops * batch * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_ClipImageTower)
-    ->ArgsProduct({{1, 8, 32}, {0, 1}})
-    ->ArgNames({"batch", "packed"})
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime()
-    ->MinTime(3.0);
+BENCHMARK(BM_ClipImageTower)->Apply(ImageBatchesOnBothPaths)->MinTime(3.0);
 
 // Texts of `len` tokens (SOT, words, EOT, zero padding to 77). At len = 77 this is the full-context cost the
 // FLOP figure refers to; shorter texts show what computing only up to the last EOS saves.

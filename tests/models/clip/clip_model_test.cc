@@ -88,6 +88,7 @@ TEST_P(ClipParityTest, GradientThroughVisionTowerMatchesReference) {
 }
 
 TEST_P(ClipParityTest, BFloat16WeightsStayClose) {
+  if (GetParam()) GTEST_SKIP() << "bfloat16 models are never packed: the Blas variant is this test";
   auto model = ClipModel::Load({.dir = FixtureDir() / "clip", .dtype = at::kBFloat16});
   ASSERT_THAT(model, IsOk());
   EXPECT_EQ((*model)->dtype(), at::kBFloat16);
@@ -119,7 +120,7 @@ TEST(ClipPrepackTest, ChangingWeightsDropsThePackedCopies) {
   auto model = ClipModel::Load({.dir = FixtureDir() / "clip", .prepack_cpu_weights = true});
   ASSERT_THAT(model, IsOk());
   ASSERT_TRUE((*model)->prepacked());
-  // Weights loaded afterwards must be the ones used: zeroed weights would give stale results through old copies.
+  // Loading weights must drop the packed copies, or inference would go on using the old weights through them.
   auto weights = LoadTensors(FixtureDir() / "clip" / "model.safetensors");
   ASSERT_THAT(weights, IsOk());
   ASSERT_THAT((*model)->LoadWeights(*weights, "again"), IsOk());
