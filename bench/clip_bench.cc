@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include "server/models/attention.h"
 #include "server/models/clip/clip_model.h"
 #include "server/models/cpu_threads.h"
 #include "server/models/linear.h"
@@ -143,6 +144,45 @@ void BM_ClipImageTower(benchmark::State& state) {
       benchmark::Counter(kVitB32ImageFlops * batch * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ClipImageTower)->Apply(ImageBatchesOnBothPaths)->MinTime(3.0);
+
+// The non-GEMM work of one ViT-B/32 image block at the tower's row counts, one op per variant: what the tower
+// spends beside its projections (op 0: both LayerNorms, 1: silu over the MLP activations, 2: both residual
+// adds, 3: attention over the fused qkv rows).
+void BM_ClipImageBlockOps(benchmark::State& state) {
+  ConfigureCpuThreads({});
+  const int64_t batch = state.range(0), rows = batch * 50, d = 768, inner = 3072;
+  const int op = static_cast<int>(state.range(1));
+  const at::Tensor x = at::randn({rows, d}), w = at::ones({d}), b = at::zeros({d});
+  const at::Tensor h = at::randn({rows, inner});
+  at::Tensor r = at::randn({rows, d});
+  const at::Tensor qkv = at::randn({rows, 3 * d});
+  c10::InferenceMode guard;
+  for (auto _ : state) {
+    switch (op) {
+      case 0:
+        benchmark::DoNotOptimize(at::layer_norm(x, {d}, w, b, 1e-5).data_ptr());
+        benchmark::DoNotOptimize(at::layer_norm(x, {d}, w, b, 1e-5).data_ptr());
+        break;
+      case 1:
+        benchmark::DoNotOptimize(at::silu(h).data_ptr());
+        break;
+      case 2:
+        benchmark::DoNotOptimize(r.add_(x).data_ptr());
+        benchmark::DoNotOptimize(r.add_(x).data_ptr());
+        break;
+      default:
+        benchmark::DoNotOptimize(SelfAttention(qkv, batch, 50, 12, false).data_ptr());
+    }
+  }
+  static const char* const kNames[] = {"layer_norm x2", "silu", "add x2", "attention"};
+  state.SetLabel(kNames[op]);
+}
+BENCHMARK(BM_ClipImageBlockOps)
+    ->ArgsProduct({{1, 8}, {0, 1, 2, 3}})
+    ->ArgNames({"batch", "op"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 // Texts of `len` tokens (SOT, words, EOT, zero padding to 77). At len = 77 this is the full-context cost the
 // FLOP figure refers to; shorter texts show what computing only up to the last EOS saves.

@@ -16,18 +16,24 @@ namespace {
 
 constexpr int64_t kNr = PackedWeight::kPanelWidth;  // output columns per panel: two AVX-512 registers
 constexpr int64_t kKc = 256;   // depth per pass: a 32 × 256 panel slice (32 KiB) stays in L1 across row blocks
-constexpr int64_t kMc = 192;   // rows per pass: their 192 × 256 slice of x (192 KiB) stays in L2
+// Rows per pass: up to kPackedLinearMaxRows, all rows in one pass (their 512 × 256 slice of x, 512 KiB, stays in
+// L2), so every weight slice is streamed from memory once per call. Measured: 192-row passes were 5 % slower at
+// 400 rows (each pass streams the weights again).
+constexpr int64_t kMc = 512;
 constexpr int kMrMax = 12;     // rows per kernel call: 24 accumulators + 2 panel registers + 1 broadcast
+constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
 
 #ifdef CLIPSERVE_PACKED_GEMM_X86
 
 // One row block × one panel over kc depth: c[0..MR) × [0..32) (+)= a[0..MR) × b. On the first pass the
 // accumulators start at zero, on later passes from c; on the last pass alpha and beta · bias are applied before
-// the store. m0/m1 mask the panel's columns past N.
+// the store. m0/m1 mask the panel's columns past N. Spread over the k loop, the kernel prefetches `pf_lines`
+// cache lines from `pf` into L2: its share of the weight slice the next call will stream (see GemmPanels).
 template <int MR>
 __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, const float* b, int64_t kc, float* c,
                                                int64_t ldc, bool first, bool last, const float* bias, float alpha,
-                                               float beta, __mmask16 m0, __mmask16 m1) {
+                                               float beta, __mmask16 m0, __mmask16 m1, const float* pf,
+                                               int64_t pf_lines) {
   __m512 lo[MR], hi[MR];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
@@ -39,7 +45,14 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
       hi[i] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
     }
   }
+  const int64_t pf_every = pf_lines > 0 ? std::max<int64_t>(1, kc / pf_lines) : kc + 1;
+  int64_t pf_next = 0, pf_done = 0;
   for (int64_t k = 0; k < kc; ++k) {
+    if (k == pf_next && pf_done < pf_lines) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
+      ++pf_done;
+      pf_next += pf_every;
+    }
     const __m512 b0 = _mm512_load_ps(b + k * kNr);
     const __m512 b1 = _mm512_load_ps(b + k * kNr + 16);
 #pragma GCC unroll 16
@@ -71,7 +84,7 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
 }
 
 using KernelFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, bool, const float*,
-                          float, float, __mmask16, __mmask16);
+                          float, float, __mmask16, __mmask16, const float*, int64_t);
 constexpr KernelFn kKernels[kMrMax + 1] = {nullptr,    Kernel<1>, Kernel<2>,  Kernel<3>,  Kernel<4>,
                                            Kernel<5>,  Kernel<6>, Kernel<7>,  Kernel<8>,  Kernel<9>,
                                            Kernel<10>, Kernel<11>, Kernel<12>};
@@ -81,6 +94,13 @@ __mmask16 ColumnMask(int64_t columns) {
 }
 
 // Panels [p0, p1) of the output for all m rows.
+//
+// At serving row counts the weights do not stay in cache from one call to the next (ViT-B/32: 340 MB), so each
+// panel slice comes from memory, and the hardware prefetcher alone leaves the first row block waiting for it:
+// measured on the 2-core CI machine, batch-1 image tower GEMMs took 41 ms with the weights streamed against
+// 27 ms with one layer's weights (cache-resident) reused. So while a slice is multiplied, its row blocks prefetch
+// the slice that comes next (the next panel at this depth, else the part's first panel one depth further) into
+// L2, spread evenly over their k loops: 30 ms, 1.4× faster (docs/benchmarks.md).
 void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, const float* bias, float alpha,
                 float beta, float* c, int64_t p0, int64_t p1) {
   const int64_t k = w.columns(), n = w.rows();
@@ -97,10 +117,19 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
         const __mmask16 m0 = ColumnMask(cols), m1 = ColumnMask(std::max<int64_t>(cols - 16, 0));
         const float* b = w.panel(p) + k0 * kNr;
         const float* bias_p = bias == nullptr ? nullptr : bias + col;
+        const float* next = nullptr;
+        int64_t next_lines = 0;  // the next slice's size in cache lines (kc rows of 32 floats: 2 lines each)
+        if (p + 1 < p1) {
+          next = w.panel(p + 1) + k0 * kNr, next_lines = kc * kNr / kLineFloats;
+        } else if (k0 + kc < k) {
+          next = w.panel(p0) + (k0 + kc) * kNr, next_lines = std::min(kKc, k - k0 - kc) * kNr / kLineFloats;
+        }
         int64_t r = r0;
         for (int64_t block = 0; block < blocks; ++block) {
           const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
-          kKernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1);
+          const int64_t l0 = next_lines * block / blocks, l1 = next_lines * (block + 1) / blocks;
+          kKernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1,
+                         next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
           r += rows;
         }
       }

@@ -36,8 +36,9 @@ class PackedWeight {
 };
 
 // Above this many rows BLAS's own packing is amortised and OpenBLAS's kernel is as fast or faster (ViT-B/32 image
-// tower GEMMs on the 2-core AVX-512 CI machine: packed 1.35× faster at 50 rows, even at 400, 5-7 % slower at
-// 1,600; docs/benchmarks.md), so Linear() hands larger inputs to BLAS even when a packed copy exists.
+// tower GEMMs on the 2-core AVX-512 CI machine: packed 1.8× faster at 50 rows, ~5 % faster at 400, at 1,600
+// 4 % slower with one pass over all rows and even with 192-row passes; docs/benchmarks.md), so Linear() hands
+// larger inputs to BLAS even when a packed copy exists.
 constexpr int64_t kPackedLinearMaxRows = 512;
 
 // True when this process can run the packed kernel: the CPU has AVX-512F and CLIPSERVE_PACKED_GEMM is not

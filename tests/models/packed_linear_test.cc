@@ -22,8 +22,8 @@ class PackedLinearTest : public ::testing::TestWithParam<std::tuple<int64_t, int
   }
 };
 
-// Shapes around every blocking edge: rows per kernel (12) and per pass (192), panel width (32), depth per pass
-// (256), and the ViT-B/32 batch-1 shapes.
+// Shapes around every blocking edge: rows per kernel (12) and per pass (512), panel width (32), depth per pass
+// (256, where the last panel prefetches the first one a pass deeper), and the ViT-B/32 batch-1 shapes.
 TEST_P(PackedLinearTest, MatchesAddmm) {
   const auto [m, n, k] = GetParam();
   at::manual_seed(m * 1000003 + n * 1009 + k);
@@ -42,7 +42,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PackedLinearTest,
                                            std::make_tuple(7, 17, 5), std::make_tuple(12, 32, 256),
                                            std::make_tuple(13, 33, 257), std::make_tuple(50, 2304, 768),
                                            std::make_tuple(50, 768, 3072), std::make_tuple(193, 100, 300),
-                                           std::make_tuple(400, 64, 513), std::make_tuple(3, 48, 40)));
+                                           std::make_tuple(400, 64, 513), std::make_tuple(3, 48, 40),
+                                           std::make_tuple(513, 40, 300), std::make_tuple(1030, 70, 260)));
 
 TEST(PackedLinear, ReadsRowStridedInput) {
   if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
