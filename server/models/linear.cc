@@ -51,12 +51,14 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 }
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
-                  double alpha, double beta) {
-  if (packed != nullptr && x.size(0) <= kPackedLinearMaxRows && x.is_cpu() && x.scalar_type() == at::kFloat &&
-      !at::GradMode::is_enabled()) {
-    return PackedLinear(x, *packed, bias, alpha, beta);
+                  double alpha, double beta, Epilogue epilogue) {
+  const bool grad = at::GradMode::is_enabled();
+  if (packed != nullptr && x.size(0) <= kPackedLinearMaxRows && x.is_cpu() && x.scalar_type() == at::kFloat && !grad) {
+    return PackedLinear(x, *packed, bias, alpha, beta, epilogue);
   }
-  return Linear(x, weight, bias, alpha, beta);
+  at::Tensor y = Linear(x, weight, bias, alpha, beta);
+  if (epilogue == Epilogue::kSilu) y = grad ? at::silu(y) : at::silu_(y);
+  return y;
 }
 
 }  // namespace clipserve

@@ -1,10 +1,13 @@
 #include "server/models/packed_linear.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 
 #include <ATen/Parallel.h>
+
+#include "server/models/simd_math.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -29,7 +32,7 @@ constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
 // accumulators start at zero, on later passes from c; on the last pass alpha and beta · bias are applied before
 // the store. m0/m1 mask the panel's columns past N. Spread over the k loop, the kernel prefetches `pf_lines`
 // cache lines from `pf` into L2: its share of the weight slice the next call will stream (see GemmPanels).
-template <int MR>
+template <int MR, bool kSilu>
 __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, const float* b, int64_t kc, float* c,
                                                int64_t ldc, bool first, bool last, const float* bias, float alpha,
                                                float beta, __mmask16 m0, __mmask16 m1, const float* pf,
@@ -74,6 +77,10 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
     for (int i = 0; i < MR; ++i) {
       lo[i] = _mm512_fmadd_ps(lo[i], scale, bias0);
       hi[i] = _mm512_fmadd_ps(hi[i], scale, bias1);
+      if constexpr (kSilu) {
+        lo[i] = simd::Silu(lo[i]);
+        hi[i] = simd::Silu(hi[i]);
+      }
     }
   }
 #pragma GCC unroll 16
@@ -85,9 +92,14 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
 
 using KernelFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, bool, const float*,
                           float, float, __mmask16, __mmask16, const float*, int64_t);
-constexpr KernelFn kKernels[kMrMax + 1] = {nullptr,    Kernel<1>, Kernel<2>,  Kernel<3>,  Kernel<4>,
-                                           Kernel<5>,  Kernel<6>, Kernel<7>,  Kernel<8>,  Kernel<9>,
-                                           Kernel<10>, Kernel<11>, Kernel<12>};
+// kKernels[silu][rows].
+template <bool kSilu>
+constexpr std::array<KernelFn, kMrMax + 1> KernelTable() {
+  return {nullptr,          Kernel<1, kSilu>,  Kernel<2, kSilu>,  Kernel<3, kSilu>, Kernel<4, kSilu>,
+          Kernel<5, kSilu>, Kernel<6, kSilu>,  Kernel<7, kSilu>,  Kernel<8, kSilu>, Kernel<9, kSilu>,
+          Kernel<10, kSilu>, Kernel<11, kSilu>, Kernel<12, kSilu>};
+}
+constexpr std::array<KernelFn, kMrMax + 1> kKernels[2] = {KernelTable<false>(), KernelTable<true>()};
 
 __mmask16 ColumnMask(int64_t columns) {
   return columns >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << columns) - 1);
@@ -102,7 +114,8 @@ __mmask16 ColumnMask(int64_t columns) {
 // the slice that comes next (the next panel at this depth, else the part's first panel one depth further) into
 // L2, spread evenly over their k loops: 30 ms, 1.4× faster (docs/benchmarks.md).
 void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, const float* bias, float alpha,
-                float beta, float* c, int64_t p0, int64_t p1) {
+                float beta, bool silu, float* c, int64_t p0, int64_t p1) {
+  const auto& kernels = kKernels[silu ? 1 : 0];
   const int64_t k = w.columns(), n = w.rows();
   for (int64_t k0 = 0; k0 < k; k0 += kKc) {
     const int64_t kc = std::min(kKc, k - k0);
@@ -128,7 +141,7 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
         for (int64_t block = 0; block < blocks; ++block) {
           const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
           const int64_t l0 = next_lines * block / blocks, l1 = next_lines * (block + 1) / blocks;
-          kKernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1,
+          kernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1,
                          next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
           r += rows;
         }
@@ -171,7 +184,7 @@ bool PackedGemmAvailable() {
 }
 
 at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha,
-                        double beta) {
+                        double beta, Epilogue epilogue) {
   TORCH_CHECK(PackedGemmAvailable(), "PackedLinear: the packed GEMM is not available on this CPU");
   TORCH_CHECK(x.dim() == 2 && x.is_cpu() && x.scalar_type() == at::kFloat && x.size(1) == weight.columns(),
               "PackedLinear expects float32 CPU x [M, ", weight.columns(), "], got ", x.scalar_type(), x.sizes());
@@ -182,7 +195,8 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   const int64_t m = a.size(0), n = weight.rows();
   if (weight.columns() == 0) {  // an empty sum: only the bias term is left
-    return b.defined() ? (b * beta).expand({m, n}).contiguous() : at::zeros({m, n}, a.options());
+    at::Tensor out = b.defined() ? (b * beta).expand({m, n}).contiguous() : at::zeros({m, n}, a.options());
+    return epilogue == Epilogue::kSilu ? at::silu_(out) : out;
   }
   at::Tensor out = at::empty({m, n}, a.options());
   if (m == 0) return out;
@@ -195,14 +209,15 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   // Raw pointers only inside the pool: no tensor (and so no autograd or inference-mode state) is touched there.
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
-      GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta), out_ptr,
-                 panels * part / parts, panels * (part + 1) / parts);
+      GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta),
+                 epilogue == Epilogue::kSilu, out_ptr, panels * part / parts, panels * (part + 1) / parts);
     }
   });
   return out;
 #else
   (void)alpha;
   (void)beta;
+  (void)epilogue;
   return at::Tensor();
 #endif
 }

@@ -35,6 +35,9 @@ TEST_P(PackedLinearTest, MatchesAddmm) {
   EXPECT_LE(RelativeError(PackedLinear(x, packed, b), at::addmm(b, x, w.t())), 1e-5);
   EXPECT_LE(RelativeError(PackedLinear(x, packed, at::Tensor()), at::mm(x, w.t())), 1e-5);
   EXPECT_LE(RelativeError(PackedLinear(x, packed, b, 1.702, 0.5), at::addmm(b, x, w.t(), 0.5, 1.702)), 1e-5);
+  EXPECT_LE(RelativeError(PackedLinear(x, packed, b, 1.702, 0.5, Epilogue::kSilu),
+                          at::silu(at::addmm(b, x, w.t(), 0.5, 1.702))),
+            1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, PackedLinearTest,
@@ -104,6 +107,41 @@ TEST(PackedLinear, LinearChoosesThePathByModeAndRows) {
   ASSERT_TRUE(y.requires_grad());
   y.sum().backward();
   EXPECT_LE(RelativeError(x.grad(), w.sum(0).expand({8, 96})), 1e-5);
+}
+
+// The silu epilogue: fused into the packed kernel for inference, a separate pass on BLAS's result above the row
+// limit and without a packed copy, out of place (differentiable) under autograd.
+TEST(PackedLinear, LinearAppliesTheSiluEpilogueOnEveryPath) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor w = at::randn({64, 96}), b = at::randn({64});
+  const PackedWeight packed(w);
+  auto expected = [&](const at::Tensor& x) { return at::silu(at::addmm(b, x, w.t(), 0.5, 2.0)); };
+  {
+    c10::InferenceMode guard;
+    const at::Tensor small = at::randn({40, 96}), large = at::randn({kPackedLinearMaxRows + 1, 96});
+    EXPECT_LE(RelativeError(Linear(small, w, &packed, b, 2.0, 0.5, Epilogue::kSilu), expected(small)), 1e-5);
+    EXPECT_LE(RelativeError(Linear(large, w, &packed, b, 2.0, 0.5, Epilogue::kSilu), expected(large)), 1e-5);
+    EXPECT_LE(RelativeError(Linear(small, w, nullptr, b, 2.0, 0.5, Epilogue::kSilu), expected(small)), 1e-5);
+  }
+  const at::Tensor x = at::randn({8, 96}).requires_grad_(true);
+  const at::Tensor y = Linear(x, w, &packed, b, 2.0, 0.5, Epilogue::kSilu);
+  ASSERT_TRUE(y.requires_grad());
+  EXPECT_LE(RelativeError(y.detach(), expected(x.detach())), 1e-5);
+  y.sum().backward();
+  const at::Tensor xr = x.detach().clone().requires_grad_(true);
+  expected(xr).sum().backward();
+  EXPECT_LE(RelativeError(x.grad(), xr.grad()), 1e-5);
+}
+
+// Outputs far into silu's tails: large positive values pass through, large negative ones go to (minus) zero,
+// nothing overflows to inf or NaN.
+TEST(PackedLinear, SiluEpilogueHandlesLargeMagnitudes) {
+  if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
+  const at::Tensor x = at::ones({3, 4}), w = at::eye(4), b = at::tensor({1e4f, -1e4f, 90.0f, -90.0f});
+  c10::InferenceMode guard;
+  const at::Tensor y = PackedLinear(x, PackedWeight(w), b, 1.0, 1.0, Epilogue::kSilu);
+  ASSERT_TRUE(at::isfinite(y).all().item<bool>()) << y;
+  EXPECT_LE(RelativeError(y, at::silu(at::addmm(b, x, w.t()))), 1e-6) << y;
 }
 
 }  // namespace

@@ -52,9 +52,8 @@ class Block : public torch::nn::Module {
     h = at::layer_norm(r, {d_}, ln2_w, ln2_b, eps_);
     if (act_ == Activation::kQuickGelu) {
       // quick_gelu(h) = h·sigmoid(1.702h) = silu(1.702h) / 1.702: the two scalings ride on the GEMMs' alpha,
-      // leaving one fused element-wise pass.
-      h = Linear(h, fc1_w, fc1_p_.get(), fc1_b, kQuickGeluScale, kQuickGeluScale);
-      h = inplace ? at::silu_(h) : at::silu(h);
+      // leaving silu, which the packed kernel applies before its store (one element-wise pass elsewhere).
+      h = Linear(h, fc1_w, fc1_p_.get(), fc1_b, kQuickGeluScale, kQuickGeluScale, Epilogue::kSilu);
       y = Linear(h, fc2_w, fc2_p_.get(), fc2_b, 1.0 / kQuickGeluScale);
     } else {
       h = at::gelu(Linear(h, fc1_w, fc1_p_.get(), fc1_b));

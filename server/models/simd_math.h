@@ -1,0 +1,59 @@
+// Vectorised float math for clipserve's own CPU kernels (the packed GEMM's epilogue, attention's softmax).
+//
+// The functions carry target("avx512f") and are inlined into callers with the same target; callers check
+// HasAvx512f() once and keep a portable path beside them. The build itself stays baseline x86-64.
+#pragma once
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define CLIPSERVE_SIMD_X86 1
+#endif
+
+namespace clipserve::simd {
+
+// True when the CPU runs AVX-512F (read once).
+inline bool HasAvx512f() {
+#ifdef CLIPSERVE_SIMD_X86
+  static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+
+#ifdef CLIPSERVE_SIMD_X86
+
+// e^x for 16 floats: Cody-Waite reduction x = n·ln2 + r (|r| ≤ ln2/2, ln2 split in two so n·ln2 is exact) and
+// Cephes' degree-6 polynomial for e^r, scaled by 2^n with vscalefps. Within 2 ulp of expf over the float range
+// (tests/models/simd_math_test.cc); inputs are clamped to [-103.9, 88.7], so x above 88.7 gives e^88.7 ≈ 3.3e38
+// (not inf) and very negative x gives 0 (through denormals).
+//
+// (The masked intrinsics with an all-ones mask stand in for the plain ones, whose GCC 12 definitions start
+// from _mm512_undefined_ps() and trip -Wmaybe-uninitialized once inlined.)
+__attribute__((target("avx512f"))) inline __m512 Exp(__m512 x) {
+  constexpr __mmask16 kAll = 0xffff;
+  x = _mm512_mask_max_ps(x, kAll, x, _mm512_set1_ps(-103.9f));
+  x = _mm512_mask_min_ps(x, kAll, x, _mm512_set1_ps(88.7f));
+  __m512 n = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  n = _mm512_mask_roundscale_ps(n, kAll, n, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_mask_scalef_ps(p, kAll, p, n);
+}
+
+// silu(x) = x · sigmoid(x) = x / (1 + e^-x) for 16 floats.
+__attribute__((target("avx512f"))) inline __m512 Silu(__m512 x) {
+  const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+#endif  // CLIPSERVE_SIMD_X86
+
+}  // namespace clipserve::simd
