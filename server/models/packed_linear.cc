@@ -83,6 +83,11 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
       }
     }
   }
+  // More lines than k steps (a block alone on a panel): the rest at once. (Issuing several per step inside the
+  // k loop instead, with an inner while loop, made the batch-1 tower GEMMs 45 % slower: 44 against 30 ms.)
+  for (; pf_done < pf_lines; ++pf_done) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     _mm512_mask_storeu_ps(c + i * ldc, m0, lo[i]);
