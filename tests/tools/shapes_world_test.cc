@@ -385,6 +385,26 @@ TEST(CaptionTest, TemplatesGiveTheExpectedSentences) {
   EXPECT_THAT(AllCaptions(scene), Contains("a blue heart on a noisy orange background"));
 }
 
+// An example's caption parts say exactly which optional phrases its caption holds.
+TEST(CaptionTest, CaptionPartsMatchTheCaption) {
+  auto sampler = MakeSampler({.seed = 13});
+  int named[3] = {0, 0, 0};
+  for (uint64_t i = 0; i < 300; ++i) {
+    const Example e = sampler->Sample(i);
+    const std::string& c = e.caption;
+    const bool background = absl::StrContains(c, " background") || absl::StrContains(c, " gradient");
+    const bool position = absl::StrContains(c, " in the ") || absl::StrContains(c, " at the ") ||
+                          absl::StrContains(c, " on the left") || absl::StrContains(c, " on the right");
+    const bool size = absl::StrContains(c, "small ") || absl::StrContains(c, "medium-sized ") ||
+                      absl::StrContains(c, "big ") || absl::StrContains(c, "large ");
+    EXPECT_EQ(e.caption_parts.background, background) << c;
+    EXPECT_EQ(e.caption_parts.position, position) << c;
+    EXPECT_EQ(e.caption_parts.size, size) << c;
+    named[0] += size, named[1] += background, named[2] += position;
+  }
+  for (int n : named) EXPECT_GT(n, 50);  // each part is named in 30-35 % of captions
+}
+
 // Every "a"/"an" is followed by a word of the right kind.
 void ExpectGrammatical(const std::string& caption) {
   const std::vector<std::string> words = absl::StrSplit(caption, ' ');

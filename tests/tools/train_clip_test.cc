@@ -38,6 +38,7 @@ ClipTrainerOptions TinyOptions(const fs::path& dir) {
   o.batch_size = 32;
   o.field_fraction = 0.125;  // one field per colour group of 8: the field path runs too
   o.sincos_position_scale = 0.5;
+  o.caption_targets = true;  // and caption-level targets
   o.lr = 3e-3;
   o.warmup_steps = 2;
   o.eval_every = 10;
@@ -69,25 +70,73 @@ class TrainClipTest : public ::testing::Test {
   static void SetUpTestSuite() { ConfigureCpuThreads({.intra_op_threads = 1, .blas_threads = AvailableCores()}); }
 };
 
-TEST_F(TrainClipTest, SoftTargetsForHandMadeBatch) {
-  // Labels: a, b, a, c, a  → rows of the a's have 1/3 on every a; b and c only themselves.
-  at::Tensor t = SoftTargets({7, 3, 7, 11, 7});
+PairFacts LabelOnly(int label) { return {.label = label}; }
+
+TEST_F(TrainClipTest, LabelTargetsForHandMadeBatch) {
+  // Labels: a, b, a, c, a, captions naming only the label → every a caption is true of every a picture.
+  const at::Tensor t =
+      CaptionTargets({LabelOnly(7), LabelOnly(3), LabelOnly(7), LabelOnly(11), LabelOnly(7)});
   ASSERT_EQ(t.sizes(), (at::IntArrayRef{5, 5}));
-  const float third = 1.0f / 3.0f;
-  const std::vector<std::vector<float>> want = {{third, 0, third, 0, third},
-                                                {0, 1, 0, 0, 0},
-                                                {third, 0, third, 0, third},
-                                                {0, 0, 0, 1, 0},
-                                                {third, 0, third, 0, third}};
+  const std::vector<std::vector<float>> want = {
+      {1, 0, 1, 0, 1}, {0, 1, 0, 0, 0}, {1, 0, 1, 0, 1}, {0, 0, 0, 1, 0}, {1, 0, 1, 0, 1}};
   for (int i = 0; i < 5; ++i) {
     for (int j = 0; j < 5; ++j) EXPECT_FLOAT_EQ(t[i][j].item<float>(), want[i][j]) << i << "," << j;
   }
-  // Perfect logits give a lower loss than uniform ones; uniform logits give log(B) minus the positives' share.
-  at::Tensor perfect = 50.0 * (SoftTargets({7, 3, 7, 11, 7}) > 0).to(at::kFloat);
-  at::Tensor uniform = at::zeros({5, 5});
+  // Perfect logits give a lower loss than uniform ones; uniform logits give log(B); perfect ones leave the
+  // spread over each a's three positives: (3 · log 3) / 5.
+  const at::Tensor perfect = 50.0 * t, uniform = at::zeros({5, 5});
   EXPECT_LT(ContrastiveLoss(perfect, t).item<double>(), ContrastiveLoss(uniform, t).item<double>());
   EXPECT_NEAR(ContrastiveLoss(uniform, t).item<double>(), std::log(5.0), 1e-5);
   EXPECT_NEAR(ContrastiveLoss(perfect, t).item<double>(), (3 * std::log(3.0)) / 5, 1e-4);
+}
+
+// A caption naming a background is true only of pictures with that background; one naming nothing more is true
+// of every picture of its label. The relation is not symmetric, and the loss normalises each direction.
+TEST_F(TrainClipTest, CaptionTargetsFollowWhatEachCaptionNames) {
+  PairFacts white{.label = 7, .size = 1, .background = 100, .position = 0};
+  PairFacts blue = white;
+  blue.background = 200;
+  PairFacts plain_caption = blue;  // a red circle on blue, captioned "a red circle"
+  PairFacts white_caption = white;  // a red circle on white, captioned "... on a white background"
+  white_caption.named.background = true;
+  PairFacts big_caption = white;  // captioned "a big red circle": true of both (same size class)
+  big_caption.named.size = true;
+  PairFacts other_size = blue;  // a small red circle on blue, captioned "a small red circle"
+  other_size.size = 0;
+  other_size.named.size = true;
+  const at::Tensor t = CaptionTargets({plain_caption, white_caption, big_caption, other_size});
+  const std::vector<std::vector<float>> want = {
+      // captions: plain, white bg, big, small
+      {1, 0, 1, 0},  // picture 0: big red circle on blue
+      {1, 1, 1, 0},  // picture 1: big red circle on white
+      {1, 1, 1, 0},  // picture 2: big red circle on white
+      {1, 0, 0, 1},  // picture 3: small red circle on blue
+  };
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) EXPECT_FLOAT_EQ(t[i][j].item<float>(), want[i][j]) << i << "," << j;
+  }
+  // Logits that score exactly the true pairs beat logits that score every same-label pair alike.
+  const at::Tensor exact = 50.0 * t, label_only = at::full({4, 4}, 50.0);
+  EXPECT_LT(ContrastiveLoss(exact, t).item<double>(), ContrastiveLoss(label_only, t).item<double>());
+}
+
+// FactsOf reads the example's caption parts, and only when asked to.
+TEST_F(TrainClipTest, FactsOfAWorldExample) {
+  auto sampler = shapes::SceneSampler::Create({.seed = 5});
+  ASSERT_TRUE(sampler.ok());
+  int with_background = 0;
+  for (uint64_t i = 0; i < 200; ++i) {
+    const shapes::Example e = (*sampler)->Sample(i);
+    const PairFacts f = FactsOf(e, true);
+    EXPECT_EQ(f.label, LabelOf(e.scene.colour, e.scene.shape));
+    EXPECT_EQ(f.named.background, e.caption_parts.background);
+    EXPECT_EQ(f.named.size, e.caption_parts.size);
+    EXPECT_EQ(f.named.position, e.caption_parts.position);
+    with_background += f.named.background ? 1 : 0;
+    const PairFacts plain = FactsOf(e, false);
+    EXPECT_FALSE(plain.named.background || plain.named.size || plain.named.position);
+  }
+  EXPECT_GT(with_background, 30);  // captions name the background 35 % of the time
 }
 
 TEST_F(TrainClipTest, LabelsAreDistinctPerPair) {

@@ -508,7 +508,7 @@ std::string ZeroShotPrompt(Colour colour, Shape shape) {
   return absl::StrCat("a photo of ", WithArticle(absl::StrCat(ColourName(colour), " ", ShapeName(shape))));
 }
 
-std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options) {
+std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options, CaptionParts* parts) {
   const char* prefix = nullptr;
   if (rng.Bernoulli(options.prefix)) prefix = kPrefixes[rng.Below(std::size(kPrefixes))];
   const char* size_word = nullptr;
@@ -518,6 +518,7 @@ std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options)
   }
   const bool background = rng.Bernoulli(options.background);
   const bool position = rng.Bernoulli(options.position);
+  if (parts != nullptr) *parts = {.size = size_word != nullptr, .background = background, .position = position};
   return ComposeCaption(scene, prefix, size_word, background, position);
 }
 
@@ -710,7 +711,7 @@ Example SceneSampler::MakeExample(const Scene& scene, Rng& caption_rng) const {
   Example e;
   e.scene = scene;
   e.image = RenderUnchecked(scene, options_.render).image;
-  e.caption = Caption(scene, caption_rng, options_.captions);
+  e.caption = Caption(scene, caption_rng, options_.captions, &e.caption_parts);
   return e;
 }
 

@@ -217,9 +217,16 @@ struct CaptionOptions {
 // The zero-shot prompt for a label pair, as evaluation uses it: "a photo of a red circle", "a photo of an
 // orange heart".
 std::string ZeroShotPrompt(Colour colour, Shape shape);
+// Which of the optional parts a caption names (colour and shape it always names).
+struct CaptionParts {
+  bool size = false;
+  bool background = false;
+  bool position = false;
+};
+
 // One caption for `scene` drawn from the templates, e.g. "a small blue star on a black background", "a photo
-// of a big yellow square in the top left", "an orange heart".
-std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options = {});
+// of a big yellow square in the top left", "an orange heart"; `parts` (optional) receives what it names.
+std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options = {}, CaptionParts* parts = nullptr);
 // Up to `count` distinct captions drawn as by Caption (fewer only if the templates cannot give more).
 std::vector<std::string> Captions(const Scene& scene, Rng& rng, int count, const CaptionOptions& options = {});
 // Every caption the templates can give for `scene`, in a fixed order (the corpus for the tokenizer's BPE).
@@ -289,6 +296,7 @@ struct Example {
   Scene scene;
   cv::Mat image;  // CV_8UC3 RGB, render.image_size square
   std::string caption;
+  CaptionParts caption_parts;  // what `caption` names besides colour and shape
 };
 
 // Draws scenes of one split and seed by index: random access, every result a pure function of (options,

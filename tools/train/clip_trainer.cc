@@ -92,7 +92,7 @@ absl::StatusOr<int> BuildTokenizer(const ClipTrainerOptions& o) {
 struct Batch {
   at::Tensor pixels;  // [B, 3, S, S]
   at::Tensor ids;     // [B, L]
-  std::vector<int> labels;
+  std::vector<PairFacts> facts;
 };
 
 absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const clip::Tokenizer& tok,
@@ -103,7 +103,7 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
   Batch batch;
   batch.pixels = at::empty({b, 3, s, s}, at::kFloat);
   batch.ids = at::zeros({b, l}, at::kLong);
-  batch.labels.resize(b);
+  batch.facts.resize(b);
   float* px = batch.pixels.data_ptr<float>();
   int64_t* ids = batch.ids.data_ptr<int64_t>();
   // The colours of this batch's groups: distinct, drawn from the step's own stream.
@@ -124,19 +124,19 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
       const int group_size = ((group + 1) * b + groups - 1) / groups - group_start;
       if (i - group_start < static_cast<int>(o.field_fraction * group_size)) {
         CLIPSERVE_ASSIGN_OR_RETURN(shapes::FieldExample f, sampler.SampleField(index, colours[group]));
-        batch.labels[i] = FieldLabelOf(colours[group]);
+        batch.facts[i] = {.label = FieldLabelOf(colours[group])};
         image = f.image;
         caption = std::move(f.caption);
       } else {
         CLIPSERVE_ASSIGN_OR_RETURN(shapes::Example e, sampler.SampleWithColour(index, colours[group]));
-        batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
+        batch.facts[i] = FactsOf(e, o.caption_targets);
         bounds = shapes::SceneBounds(e.scene);
         image = e.image;
         caption = std::move(e.caption);
       }
     } else {
       shapes::Example e = sampler.Sample(index);
-      batch.labels[i] = LabelOf(e.scene.colour, e.scene.shape);
+      batch.facts[i] = FactsOf(e, o.caption_targets);
       bounds = shapes::SceneBounds(e.scene);
       image = e.image;
       caption = std::move(e.caption);
@@ -326,16 +326,44 @@ clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& o, int vocab_size, int
   return c;
 }
 
-at::Tensor SoftTargets(const std::vector<int>& labels) {
-  at::Tensor l = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong);
-  at::Tensor eq = l.unsqueeze(1).eq(l.unsqueeze(0)).to(at::kFloat);
-  return eq / eq.sum(1, /*keepdim=*/true);
+PairFacts FactsOf(const shapes::Example& example, bool use_parts) {
+  const shapes::Scene& scene = example.scene;
+  const shapes::Background& bg = scene.background;
+  // Background keys equal exactly when the phrases are equal (BackgroundPhrase: kind and colours; a gradient's
+  // direction is not named).
+  const int colour2 = bg.kind == shapes::BackgroundKind::kGradient ? static_cast<int>(bg.colour2) : 0;
+  PairFacts f;
+  f.label = LabelOf(scene.colour, scene.shape);
+  f.size = static_cast<int>(scene.size);
+  f.background = (static_cast<int>(bg.kind) * 64 + static_cast<int>(bg.colour)) * 64 + colour2;
+  f.position = static_cast<int>(scene.position);
+  if (use_parts) f.named = example.caption_parts;
+  return f;
+}
+
+at::Tensor CaptionTargets(const std::vector<PairFacts>& facts) {
+  const int64_t n = static_cast<int64_t>(facts.size());
+  at::Tensor t = at::zeros({n, n}, at::kFloat);
+  float* out = t.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const PairFacts& picture = facts[i];
+    for (int64_t j = 0; j < n; ++j) {
+      const PairFacts& caption = facts[j];
+      const bool is_true = picture.label == caption.label &&
+                           (!caption.named.size || picture.size == caption.size) &&
+                           (!caption.named.background || picture.background == caption.background) &&
+                           (!caption.named.position || picture.position == caption.position);
+      out[i * n + j] = is_true ? 1.0f : 0.0f;
+    }
+  }
+  return t;
 }
 
 at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor& targets) {
-  // Positives are a symmetric relation and n_i == n_j on every positive, so `targets` serves both directions.
-  at::Tensor li = -(targets * at::log_softmax(logits_per_image, 1)).sum(1).mean();
-  at::Tensor lt = -(targets * at::log_softmax(logits_per_image.t(), 1)).sum(1).mean();
+  const at::Tensor ti = targets / targets.sum(1, /*keepdim=*/true);
+  const at::Tensor tt = targets.t() / targets.t().sum(1, /*keepdim=*/true);
+  at::Tensor li = -(ti * at::log_softmax(logits_per_image, 1)).sum(1).mean();
+  at::Tensor lt = -(tt * at::log_softmax(logits_per_image.t(), 1)).sum(1).mean();
   return 0.5 * (li + lt);
 }
 
@@ -502,7 +530,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
-    at::Tensor targets = SoftTargets(batch.labels);
+    at::Tensor targets = CaptionTargets(batch.facts);
     at::Tensor img = model->EncodeImage(batch.pixels);
     at::Tensor txt = model->EncodeText(batch.ids);
     img = img / img.norm(2, -1, true);

@@ -79,6 +79,11 @@ struct ClipTrainerOptions {
   // > 0: the vision position embeddings start from a 2-D sine-cosine table times this (see SinCosPositions2d);
   // 0: from N(0, 0.02) as transformers initialises them.
   double sincos_position_scale = 0;
+  // true: a caption is a positive for every picture it is true of — colour and shape, and also the size,
+  // background and position when it names them (CaptionTargets) — so "a red circle on a white background" is a
+  // negative for a red circle on blue, and the towers must learn backgrounds, sizes and positions. false: every
+  // pair with the same (colour, shape) label is a positive, whatever else the caption says.
+  bool caption_targets = false;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -111,12 +116,25 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& options);
 clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& options, int vocab_size, int context_length,
                                 int bos_id, int eos_id);
 
-// Label-level soft targets: T[i][j] = 1/n_i when labels[i] == labels[j] (n_i = how many batch entries share
-// labels[i]), else 0. Rows sum to 1, and T is symmetric (n_i == n_j wherever labels[i] == labels[j]), so the
-// same matrix is the target of both directions (image→text rows and text→image rows).
-at::Tensor SoftTargets(const std::vector<int>& labels);
+// What a training pair says: the picture's label and attributes, and which attributes its caption names.
+struct PairFacts {
+  int label = 0;          // LabelOf / FieldLabelOf
+  int size = -1;          // the picture's size class, background phrase and position (-1: none, as a field)
+  int background = -1;
+  int position = -1;
+  shapes::CaptionParts named;  // what the caption names besides the label
+};
+// The facts of a world example; `use_parts` false treats the caption as naming the label only.
+PairFacts FactsOf(const shapes::Example& example, bool use_parts);
 
-// Symmetric soft cross-entropy of image/text logits [B, B] against SoftTargets(labels).
+// T[i][j] = 1 when caption j is true of picture i: same label, and the same size, background and position
+// wherever caption j names them; else 0. Every caption is true of its own picture (T[i][i] = 1). Not symmetric
+// in general ("a red circle" is true of a red circle on blue; "a red circle on a white background" is not).
+at::Tensor CaptionTargets(const std::vector<PairFacts>& facts);
+
+// Soft cross-entropy of image/text logits [B, B], both directions: image i against the captions true of it,
+// caption j against the pictures it is true of. `targets` [B, B] is > 0 where caption j is true of picture i
+// (CaptionTargets); each direction's rows are normalised to sum to 1.
 at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor& targets);
 
 // The label id of a (colour, shape) pair: colour * kShapes.size() + shape.

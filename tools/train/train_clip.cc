@@ -39,6 +39,8 @@ ABSL_FLAG(double, field_fraction, 0,
           "fraction of each colour group that is shapeless fields of the group's colour (\"a red background\")");
 ABSL_FLAG(double, sincos_position_scale, 0,
           "vision position embeddings start from a 2-D sine-cosine table times this (0: N(0, 0.02))");
+ABSL_FLAG(bool, caption_targets, false,
+          "positives are the pictures a caption is true of (size, background, position where named), not the label");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -75,6 +77,7 @@ int main(int argc, char** argv) {
   o.augment_probability = absl::GetFlag(FLAGS_augment_probability);
   o.colour_groups = absl::GetFlag(FLAGS_colour_groups);
   o.field_fraction = absl::GetFlag(FLAGS_field_fraction);
+  o.caption_targets = absl::GetFlag(FLAGS_caption_targets);
   o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
   auto summary = clipserve::train::TrainClip(o);
   if (!summary.ok()) {
