@@ -45,8 +45,6 @@ void SoftmaxRowsScalar(float* s, int len, bool causal) {
 }
 
 #ifdef CLIPSERVE_SIMD_X86
-// The same, 16 entries at a time (simd::Exp). A batch-8 ViT-B/32 block takes 240,000 exponentials; through
-// scalar expf they were most of its attention time.
 // Horizontal max and sum through memory (GCC 12's _mm512_reduce_* trip -Wmaybe-uninitialized in its own header).
 __attribute__((target("avx512f"))) float HorizontalMax(__m512 v) {
   alignas(64) float lanes[16];
@@ -61,6 +59,8 @@ __attribute__((target("avx512f"))) float HorizontalSum(__m512 v) {
   return sum;
 }
 
+// SoftmaxRowsScalar, 16 entries at a time (simd::Exp). A batch-8 ViT-B/32 block takes 240,000 exponentials;
+// through scalar expf they were most of its attention time.
 __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, bool causal) {
   for (int i = 0; i < len; ++i) {
     float* row = s + static_cast<ptrdiff_t>(i) * len;

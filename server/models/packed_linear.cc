@@ -7,12 +7,7 @@
 
 #include <ATen/Parallel.h>
 
-#include "server/models/simd_math.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define CLIPSERVE_PACKED_GEMM_X86 1
-#endif
+#include "server/models/simd_math.h"  // CLIPSERVE_SIMD_X86, <immintrin.h>
 
 namespace clipserve {
 namespace {
@@ -26,7 +21,7 @@ constexpr int64_t kMc = 512;
 constexpr int kMrMax = 12;     // rows per kernel call: 24 accumulators + 2 panel registers + 1 broadcast
 constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
 
-#ifdef CLIPSERVE_PACKED_GEMM_X86
+#ifdef CLIPSERVE_SIMD_X86
 
 // One row block × one panel over kc depth: c[0..MR) × [0..32) (+)= a[0..MR) × b. On the first pass the
 // accumulators start at zero, on later passes from c; on the last pass alpha and beta · bias are applied before
@@ -156,7 +151,7 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
   }
 }
 
-#endif  // CLIPSERVE_PACKED_GEMM_X86
+#endif  // CLIPSERVE_SIMD_X86
 
 }  // namespace
 
@@ -176,11 +171,11 @@ PackedWeight::PackedWeight(const at::Tensor& weight) : n_(weight.size(0)), k_(we
 }
 
 bool PackedGemmAvailable() {
-#ifdef CLIPSERVE_PACKED_GEMM_X86
+#ifdef CLIPSERVE_SIMD_X86
   static const bool available = [] {
     const char* env = std::getenv("CLIPSERVE_PACKED_GEMM");
     if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    return __builtin_cpu_supports("avx512f") != 0;
+    return simd::HasAvx512f();
   }();
   return available;
 #else
@@ -195,7 +190,7 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
               "PackedLinear expects float32 CPU x [M, ", weight.columns(), "], got ", x.scalar_type(), x.sizes());
   TORCH_CHECK(!bias.defined() || (bias.numel() == weight.rows() && bias.scalar_type() == at::kFloat),
               "PackedLinear: bias must be float32 [", weight.rows(), "]");
-#ifdef CLIPSERVE_PACKED_GEMM_X86
+#ifdef CLIPSERVE_SIMD_X86
   const at::Tensor a = x.stride(1) == 1 ? x : x.contiguous();
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   const int64_t m = a.size(0), n = weight.rows();
