@@ -106,6 +106,10 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
   if (!(options.init_weight >= 0 && std::isfinite(options.init_weight))) {
     return absl::InvalidArgumentError(absl::StrCat("init_weight: ", options.init_weight, " must be >= 0"));
   }
+  if (!(options.smoothness_weight >= 0 && options.smoothness_weight <= 1000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("smoothness_weight: ", options.smoothness_weight, " must be in [0, 1000]"));
+  }
   options.cutouts.cut_size = models.clip->image_size();
   CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
   bool positive = false;
@@ -248,6 +252,13 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         }
         if (job.options_.init_weight > 0) {
           loss = loss + (job.z_ - job.z_init_).pow(2).mean() * (job.options_.init_weight / 2.0);
+        }
+        if (job.options_.smoothness_weight > 0) {
+          const at::Tensor xk = x.narrow(0, static_cast<int64_t>(k), 1);
+          const int64_t h = xk.size(2), w = xk.size(3);
+          const at::Tensor tv = (xk.narrow(2, 1, h - 1) - xk.narrow(2, 0, h - 1)).abs().mean() +
+                                (xk.narrow(3, 1, w - 1) - xk.narrow(3, 0, w - 1)).abs().mean();
+          loss = loss + tv * job.options_.smoothness_weight;
         }
         total = total.defined() ? total + loss : loss;
         StepStats& s = stats[members[k]];

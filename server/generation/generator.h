@@ -70,6 +70,10 @@ struct JobOptions {
   at::Tensor init_image;
   // Weight of ‖z − z_init‖² (mean) / 2 in the loss; 0 disables.
   float init_weight = 0;
+  // Weight of a total-variation term on the decoded picture (mean |difference| between vertically and between
+  // horizontally adjacent pixels, summed), which favours flat regions with sharp edges (pixray calls such a
+  // term smoothness); 0 disables (the reference has none).
+  float smoothness_weight = 0;
 };
 
 // What one step did for one job.

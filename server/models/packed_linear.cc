@@ -20,6 +20,15 @@ constexpr int64_t kKc = 256;   // depth per pass: a 32 × 256 panel slice (32 Ki
 constexpr int64_t kMc = 512;
 constexpr int kMrMax = 12;     // rows per kernel call: 24 accumulators + 2 panel registers + 1 broadcast
 constexpr int64_t kLineFloats = 16;  // one 64-byte cache line
+// How a call is shared between threads. Few rows: by output panels, so each thread streams only its share of
+// the weights (batch 1 is waiting for memory; splitting 50 rows by rows instead made the batch-1 ViT-B/32 image
+// tower 47 ms against 36). Many rows: by rows, so each thread reads the input rows that the previous op (layer
+// norm, attention, the MLP's first projection) left in its own core's cache; split by panels every thread reads
+// all rows, half of them from the other core: measured on the 2-core CI machine, the batch-8 image tower took
+// 277–288 ms split by panels against 258–260 ms by rows, while the GEMMs-only loop, whose input nobody writes,
+// ran the same either way (docs/benchmarks.md). At 200 rows each thread still has 100 rows of work per weight
+// slice, far from the memory bound.
+constexpr int64_t kSplitRowsFrom = 200;
 
 #ifdef CLIPSERVE_SIMD_X86
 
@@ -205,12 +214,20 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   float* out_ptr = out.data_ptr<float>();
   const int64_t lda = a.stride(0);
   const int64_t panels = weight.panels();
-  const int64_t parts = at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), panels);
+  const bool by_rows = m >= kSplitRowsFrom;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  const int64_t parts = std::min<int64_t>(threads, by_rows ? (m + kMrMax - 1) / kMrMax : panels);
   // Raw pointers only inside the pool: no tensor (and so no autograd or inference-mode state) is touched there.
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
-      GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta),
-                 epilogue == Epilogue::kSilu, out_ptr, panels * part / parts, panels * (part + 1) / parts);
+      if (by_rows) {
+        const int64_t r0 = m * part / parts, r1 = m * (part + 1) / parts;
+        GemmPanels(a_ptr + r0 * lda, lda, r1 - r0, weight, bias_ptr, static_cast<float>(alpha),
+                   static_cast<float>(beta), epilogue == Epilogue::kSilu, out_ptr + r0 * n, 0, panels);
+      } else {
+        GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta),
+                   epilogue == Epilogue::kSilu, out_ptr, panels * part / parts, panels * (part + 1) / parts);
+      }
     }
   });
   return out;

@@ -50,8 +50,9 @@ enum class Epilogue { kNone, kSilu };
 bool PackedGemmAvailable();
 
 // y = epilogue(alpha · x · Wᵀ + beta · b) for x float32 CPU [M, K] (any row stride, unit column stride), bias
-// [N] or undefined; the epilogue runs in registers before the store. Splits the output panels over torch's
-// intra-op pool (one part when called inside a parallel region). Requires PackedGemmAvailable().
+// [N] or undefined; the epilogue runs in registers before the store. Shares the work over torch's intra-op pool
+// (by output panels below 200 rows, by rows from 200; one part when called inside a parallel region).
+// Requires PackedGemmAvailable().
 at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha = 1.0,
                         double beta = 1.0, Epilogue epilogue = Epilogue::kNone);
 

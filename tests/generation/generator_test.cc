@@ -3,6 +3,7 @@
 // images, and ClampWithGrad's gradient.
 #include "server/generation/generator.h"
 
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -80,6 +81,32 @@ TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
   o = Options("a red circle", 1);
   o.init_image = at::zeros({3, 16, 16});
   EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("init_image")));
+  for (float bad : {-1.0f, 1e4f, std::numeric_limits<float>::quiet_NaN()}) {
+    o = Options("a red circle", 1);
+    o.smoothness_weight = bad;
+    EXPECT_THAT(Job::Create(models_, o),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smoothness_weight")));
+  }
+}
+
+// The smoothness term is the picture's total variation times its weight, added to the first step's loss (the
+// picture of step 1 does not depend on the term: it is decoded before the optimiser moves).
+TEST_F(GeneratorTest, SmoothnessAddsTheTotalVariationToTheLoss) {
+  auto plain = MakeJob(Options("a red circle", 4));
+  JobOptions o = Options("a red circle", 4);
+  o.smoothness_weight = 3;
+  auto smooth = MakeJob(o);
+  const auto a = RunAlone(plain.get(), 1), b = RunAlone(smooth.get(), 1);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_TRUE(at::equal(a[0].image, b[0].image));
+  const at::Tensor x = a[0].image;
+  const int64_t h = x.size(1), w = x.size(2);
+  const double tv = ((x.narrow(1, 1, h - 1) - x.narrow(1, 0, h - 1)).abs().mean() +
+                     (x.narrow(2, 1, w - 1) - x.narrow(2, 0, w - 1)).abs().mean())
+                        .item<double>();
+  ASSERT_GT(tv, 0.01);
+  EXPECT_NEAR(b[0].loss - a[0].loss, 3 * tv, 1e-4);
 }
 
 TEST_F(GeneratorTest, TheSeedMakesARunRepeatable) {

@@ -46,7 +46,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, PackedLinearTest,
                                            std::make_tuple(13, 33, 257), std::make_tuple(50, 2304, 768),
                                            std::make_tuple(50, 768, 3072), std::make_tuple(193, 100, 300),
                                            std::make_tuple(400, 64, 513), std::make_tuple(3, 48, 40),
-                                           std::make_tuple(513, 40, 300), std::make_tuple(1030, 70, 260)));
+                                           std::make_tuple(513, 40, 300), std::make_tuple(1030, 70, 260),
+                                           // Either side of the switch from splitting panels to rows.
+                                           std::make_tuple(199, 70, 260), std::make_tuple(200, 70, 260),
+                                           std::make_tuple(201, 2304, 768)));
 
 TEST(PackedLinear, ReadsRowStridedInput) {
   if (!PackedGemmAvailable()) GTEST_SKIP() << "no AVX-512F";
@@ -54,6 +57,9 @@ TEST(PackedLinear, ReadsRowStridedInput) {
   const at::Tensor x = wide.narrow(1, 10, 60);  // row stride 100
   ASSERT_FALSE(x.is_contiguous());
   EXPECT_LE(RelativeError(PackedLinear(x, PackedWeight(w), at::Tensor()), at::mm(x, w.t())), 1e-5);
+  // Enough rows to be split by rows between threads.
+  const at::Tensor tall = at::randn({300, 100}).narrow(1, 10, 60);
+  EXPECT_LE(RelativeError(PackedLinear(tall, PackedWeight(w), at::Tensor()), at::mm(tall, w.t())), 1e-5);
 }
 
 TEST(PackedLinear, SameResultOnOneThreadAndInsideAParallelRegion) {

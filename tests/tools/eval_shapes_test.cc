@@ -50,6 +50,35 @@ TEST_F(ShapesEvalTest, ReportsEveryMetric) {
   EXPECT_TRUE(j["vqgan"].contains("psnr_db"));
 }
 
+TEST_F(ShapesEvalTest, BreaksShapeAccuracyDownConsistently) {
+  constexpr int kCount = 120;
+  auto r = Evaluate({.models = dir_, .seed = 1'000'000, .count = kCount});
+  ASSERT_THAT(r, IsOk());
+  ASSERT_TRUE(r->zero_shot);
+  const ZeroShot& z = *r->zero_shot;
+  // Errors per true shape (from the confusions) and accuracy per shape must both add up to the overall figure.
+  int wrong = 0;
+  for (const auto& [shape, counts] : z.shape_confusions) {
+    for (const auto& [taken_for, n] : counts) {
+      EXPECT_NE(taken_for, shape);
+      EXPECT_GT(n, 0);
+      wrong += n;
+    }
+  }
+  EXPECT_NEAR(1.0 - static_cast<double>(wrong) / kCount, z.shape, 1e-9);
+  EXPECT_FALSE(z.shape_by_shape.empty());
+  EXPECT_EQ(z.shape_by_size.size(), 3u) << "small, medium and big all occur in 120 scenes";
+  for (const auto& [name, accuracy] : z.shape_by_shape) {
+    EXPECT_GE(accuracy, 0.0) << name;
+    EXPECT_LE(accuracy, 1.0) << name;
+  }
+  const nlohmann::json plain = r->ToJson(), full = r->ToJson(/*breakdown=*/true);
+  EXPECT_FALSE(plain["zero_shot"].contains("shape_by_shape"));
+  EXPECT_TRUE(full["zero_shot"].contains("shape_by_shape"));
+  EXPECT_TRUE(full["zero_shot"].contains("shape_by_size"));
+  EXPECT_TRUE(full["zero_shot"].contains("shape_confusions"));
+}
+
 TEST_F(ShapesEvalTest, IsDeterministic) {
   auto a = Evaluate({.models = dir_, .seed = 1'000'123, .count = 40});
   auto b = Evaluate({.models = dir_, .seed = 1'000'123, .count = 40});

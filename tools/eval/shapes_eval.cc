@@ -1,6 +1,8 @@
 #include "tools/eval/shapes_eval.h"
 
 #include <cmath>
+#include <map>
+#include <string>
 #include <set>
 #include <vector>
 
@@ -96,15 +98,26 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
     CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(*bundle, images, options.batch_size));
     const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
     ZeroShot z;
+    std::map<std::string, int> shape_total, size_total;
     for (int i = 0; i < options.count; ++i) {
       const auto& [c, s] = pairs[predicted[i].item<int64_t>()];
-      z.colour += c == scenes[i].colour;
-      z.shape += s == scenes[i].shape;
-      z.both += c == scenes[i].colour && s == scenes[i].shape;
+      const shapes::Scene& scene = scenes[i];
+      const std::string shape(shapes::ShapeName(scene.shape)), size(shapes::SizeName(scene.size));
+      const bool shape_right = s == scene.shape;
+      z.colour += c == scene.colour;
+      z.shape += shape_right;
+      z.both += c == scene.colour && shape_right;
+      ++shape_total[shape];
+      ++size_total[size];
+      z.shape_by_shape[shape] += shape_right;
+      z.shape_by_size[size] += shape_right;
+      if (!shape_right) ++z.shape_confusions[shape][std::string(shapes::ShapeName(s))];
     }
     z.colour /= options.count;
     z.shape /= options.count;
     z.both /= options.count;
+    for (auto& [name, right] : z.shape_by_shape) right /= shape_total[name];
+    for (auto& [name, right] : z.shape_by_size) right /= size_total[name];
     result->zero_shot = z;
 
     // Retrieval: each image's own caption against the 40 images of its group, whose (colour, shape) pairs all
@@ -172,11 +185,16 @@ absl::Status EvaluateVqgan(const EvalOptions& options, EvalResult* result) {
 
 }  // namespace
 
-nlohmann::json EvalResult::ToJson() const {
+nlohmann::json EvalResult::ToJson(bool breakdown) const {
   nlohmann::json j;
   j["zero_shot"] = zero_shot ? nlohmann::json{{"colour", zero_shot->colour}, {"shape", zero_shot->shape},
                                               {"both", zero_shot->both}}
                              : nlohmann::json(nullptr);
+  if (zero_shot && breakdown) {
+    j["zero_shot"]["shape_by_shape"] = zero_shot->shape_by_shape;
+    j["zero_shot"]["shape_by_size"] = zero_shot->shape_by_size;
+    j["zero_shot"]["shape_confusions"] = zero_shot->shape_confusions;
+  }
   j["retrieval"] = retrieval ? nlohmann::json{{"recall_at_1", retrieval->recall_at_1},
                                               {"recall_at_5", retrieval->recall_at_5}}
                              : nlohmann::json(nullptr);

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -22,6 +24,10 @@ struct EvalOptions {
 
 struct ZeroShot {
   double colour = 0, shape = 0, both = 0;
+  // Where shape accuracy is lost: accuracy per true shape and per size class (keys: world names), and for each
+  // true shape the counts of the wrong shapes it was taken for.
+  std::map<std::string, double> shape_by_shape, shape_by_size;
+  std::map<std::string, std::map<std::string, int>> shape_confusions;
 };
 struct Retrieval {
   double recall_at_1 = 0, recall_at_5 = 0;
@@ -35,8 +41,9 @@ struct EvalResult {
   std::optional<ZeroShot> zero_shot;    // absent without clip/
   std::optional<Retrieval> retrieval;   // absent without clip/
   std::optional<Reconstruction> vqgan;  // absent without vqgan/
-  // {"zero_shot": {...}, "retrieval": {...}, "vqgan": {...}} with null for what is absent.
-  nlohmann::json ToJson() const;
+  // {"zero_shot": {...}, "retrieval": {...}, "vqgan": {...}} with null for what is absent. zero_shot holds
+  // colour, shape and both, and with `breakdown` also shape_by_shape, shape_by_size and shape_confusions.
+  nlohmann::json ToJson(bool breakdown = false) const;
 };
 
 absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options);

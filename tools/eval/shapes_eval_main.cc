@@ -1,6 +1,6 @@
 // shapes-eval: metrics of the shipped shapes-world models on fresh held-out scenes.
 //
-//   build/bin/shapes-eval --models=models/shapes-world --seed=1000000 --count=1000 [--json]
+//   build/bin/shapes-eval --models=models/shapes-world --seed=1000000 --count=1000 [--json] [--breakdown]
 #include <cstdio>
 #include <iostream>
 
@@ -14,9 +14,10 @@ ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and/
 ABSL_FLAG(uint64_t, seed, 1000000, "evaluation seed (>= 1000000: disjoint from training seeds)");
 ABSL_FLAG(int, count, 1000, "held-out images");
 ABSL_FLAG(bool, json, false, "print one JSON object");
+ABSL_FLAG(bool, breakdown, false, "add shape accuracy per shape and per size class, and the shape confusions");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("shapes-eval --models=DIR --seed=S --count=N [--json]");
+  absl::SetProgramUsageMessage("shapes-eval --models=DIR --seed=S --count=N [--json] [--breakdown]");
   absl::ParseCommandLine(argc, argv);
   clipserve::ConfigureCpuThreads({});
   auto result = clipserve::shapes_eval::Evaluate({.models = absl::GetFlag(FLAGS_models),
@@ -26,6 +27,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "shapes-eval: %s\n", std::string(result.status().message()).c_str());
     return 1;
   }
-  std::cout << result->ToJson().dump(absl::GetFlag(FLAGS_json) ? -1 : 2) << "\n";
+  std::cout << result->ToJson(absl::GetFlag(FLAGS_breakdown)).dump(absl::GetFlag(FLAGS_json) ? -1 : 2) << "\n";
   return 0;
 }

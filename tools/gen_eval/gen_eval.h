@@ -35,6 +35,7 @@ struct GenEvalOptions {
   int size = 64;
   int cutn = 32;
   float learning_rate = 0.1f;
+  float smoothness_weight = 0;  // JobOptions::smoothness_weight
   int batch_jobs = 8;  // runs stepped together per pass
   // Start picture: empty = random codes (the reference's default); otherwise every run starts from this plain
   // RGB colour (values in [0, 1]), encoded by the VQGAN, e.g. {0.5, 0.5, 0.5} for grey.

@@ -20,6 +20,7 @@ ABSL_FLAG(int, cutn, 32, "cutouts per step");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
+ABSL_FLAG(double, smoothness, 0, "weight of the total-variation term (JobOptions::smoothness_weight)");
 ABSL_FLAG(std::string, init, "random", "start picture: random (codes), grey, white or black");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   o.steps = absl::GetFlag(FLAGS_steps);
   o.cutn = absl::GetFlag(FLAGS_cutn);
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);
   o.out_dir = absl::GetFlag(FLAGS_out);
   const std::string init = absl::GetFlag(FLAGS_init);
