@@ -120,21 +120,24 @@ TEST_F(TrainClipTest, CaptionTargetsFollowWhatEachCaptionNames) {
   EXPECT_LT(ContrastiveLoss(exact, t).item<double>(), ContrastiveLoss(label_only, t).item<double>());
 }
 
-// FactsOf reads the example's caption parts, and only when asked to.
+// FactsOf reads the example's caption parts, and only those it is asked to.
 TEST_F(TrainClipTest, FactsOfAWorldExample) {
   auto sampler = shapes::SceneSampler::Create({.seed = 5});
   ASSERT_TRUE(sampler.ok());
   int with_background = 0;
   for (uint64_t i = 0; i < 200; ++i) {
     const shapes::Example e = (*sampler)->Sample(i);
-    const PairFacts f = FactsOf(e, true);
+    const PairFacts f = FactsOf(e, {.size = true, .background = true, .position = true});
     EXPECT_EQ(f.label, LabelOf(e.scene.colour, e.scene.shape));
     EXPECT_EQ(f.named.background, e.caption_parts.background);
     EXPECT_EQ(f.named.size, e.caption_parts.size);
     EXPECT_EQ(f.named.position, e.caption_parts.position);
     with_background += f.named.background ? 1 : 0;
-    const PairFacts plain = FactsOf(e, false);
+    const PairFacts plain = FactsOf(e, {});
     EXPECT_FALSE(plain.named.background || plain.named.size || plain.named.position);
+    const PairFacts background = FactsOf(e, {.background = true});
+    EXPECT_EQ(background.named.background, e.caption_parts.background);
+    EXPECT_FALSE(background.named.size || background.named.position);
   }
   EXPECT_GT(with_background, 30);  // captions name the background 35 % of the time
 }

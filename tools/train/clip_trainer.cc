@@ -129,14 +129,14 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
         caption = std::move(f.caption);
       } else {
         CLIPSERVE_ASSIGN_OR_RETURN(shapes::Example e, sampler.SampleWithColour(index, colours[group]));
-        batch.facts[i] = FactsOf(e, o.caption_targets);
+        batch.facts[i] = FactsOf(e, o.caption_targets ? o.caption_target_parts : shapes::CaptionParts{});
         bounds = shapes::SceneBounds(e.scene);
         image = e.image;
         caption = std::move(e.caption);
       }
     } else {
       shapes::Example e = sampler.Sample(index);
-      batch.facts[i] = FactsOf(e, o.caption_targets);
+      batch.facts[i] = FactsOf(e, o.caption_targets ? o.caption_target_parts : shapes::CaptionParts{});
       bounds = shapes::SceneBounds(e.scene);
       image = e.image;
       caption = std::move(e.caption);
@@ -326,7 +326,7 @@ clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& o, int vocab_size, int
   return c;
 }
 
-PairFacts FactsOf(const shapes::Example& example, bool use_parts) {
+PairFacts FactsOf(const shapes::Example& example, const shapes::CaptionParts& parts) {
   const shapes::Scene& scene = example.scene;
   const shapes::Background& bg = scene.background;
   // Background keys equal exactly when the phrases are equal (BackgroundPhrase: kind and colours; a gradient's
@@ -337,7 +337,9 @@ PairFacts FactsOf(const shapes::Example& example, bool use_parts) {
   f.size = static_cast<int>(scene.size);
   f.background = (static_cast<int>(bg.kind) * 64 + static_cast<int>(bg.colour)) * 64 + colour2;
   f.position = static_cast<int>(scene.position);
-  if (use_parts) f.named = example.caption_parts;
+  f.named = {.size = parts.size && example.caption_parts.size,
+             .background = parts.background && example.caption_parts.background,
+             .position = parts.position && example.caption_parts.position};
   return f;
 }
 

@@ -84,6 +84,9 @@ struct ClipTrainerOptions {
   // negative for a red circle on blue, and the towers must learn backgrounds, sizes and positions. false: every
   // pair with the same (colour, shape) label is a positive, whatever else the caption says.
   bool caption_targets = false;
+  // With caption_targets: the parts of a caption that count. Augmentation moves and zooms the shape, so size and
+  // position named by a caption are often false of the augmented picture; the background survives it.
+  shapes::CaptionParts caption_target_parts = {.size = true, .background = true, .position = true};
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -124,8 +127,9 @@ struct PairFacts {
   int position = -1;
   shapes::CaptionParts named;  // what the caption names besides the label
 };
-// The facts of a world example; `use_parts` false treats the caption as naming the label only.
-PairFacts FactsOf(const shapes::Example& example, bool use_parts);
+// The facts of a world example; the caption counts as naming only those of its parts that `parts` allows
+// (none: the label only).
+PairFacts FactsOf(const shapes::Example& example, const shapes::CaptionParts& parts);
 
 // T[i][j] = 1 when caption j is true of picture i: same label, and the same size, background and position
 // wherever caption j names them; else 0. Every caption is true of its own picture (T[i][i] = 1). Not symmetric

@@ -6,6 +6,7 @@
 // from DIR/train_state.pt. Progress goes to stderr, the zero-shot learning curve to DIR/learning_curve.jsonl.
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -41,6 +42,8 @@ ABSL_FLAG(double, sincos_position_scale, 0,
           "vision position embeddings start from a 2-D sine-cosine table times this (0: N(0, 0.02))");
 ABSL_FLAG(bool, caption_targets, false,
           "positives are the pictures a caption is true of (size, background, position where named), not the label");
+ABSL_FLAG(std::vector<std::string>, caption_target_parts, std::vector<std::string>({"size", "background", "position"}),
+          "with --caption_targets: the parts of a caption that count (comma-separated: size, background, position)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -78,6 +81,20 @@ int main(int argc, char** argv) {
   o.colour_groups = absl::GetFlag(FLAGS_colour_groups);
   o.field_fraction = absl::GetFlag(FLAGS_field_fraction);
   o.caption_targets = absl::GetFlag(FLAGS_caption_targets);
+  o.caption_target_parts = {};
+  for (const std::string& part : absl::GetFlag(FLAGS_caption_target_parts)) {
+    if (part == "size") {
+      o.caption_target_parts.size = true;
+    } else if (part == "background") {
+      o.caption_target_parts.background = true;
+    } else if (part == "position") {
+      o.caption_target_parts.position = true;
+    } else if (!part.empty()) {
+      std::fprintf(stderr, "train-clip: --caption_target_parts: unknown part \"%s\" (allowed: size, background, position)\n",
+                   part.c_str());
+      return 2;
+    }
+  }
   o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
   auto summary = clipserve::train::TrainClip(o);
   if (!summary.ok()) {
