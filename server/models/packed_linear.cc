@@ -220,14 +220,11 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   // Raw pointers only inside the pool: no tensor (and so no autograd or inference-mode state) is touched there.
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
-      if (by_rows) {
-        const int64_t r0 = m * part / parts, r1 = m * (part + 1) / parts;
-        GemmPanels(a_ptr + r0 * lda, lda, r1 - r0, weight, bias_ptr, static_cast<float>(alpha),
-                   static_cast<float>(beta), epilogue == Epilogue::kSilu, out_ptr + r0 * n, 0, panels);
-      } else {
-        GemmPanels(a_ptr, lda, m, weight, bias_ptr, static_cast<float>(alpha), static_cast<float>(beta),
-                   epilogue == Epilogue::kSilu, out_ptr, panels * part / parts, panels * (part + 1) / parts);
-      }
+      // This part's rows [r0, r1) × panels [p0, p1): a share of one, all of the other.
+      const int64_t r0 = by_rows ? m * part / parts : 0, r1 = by_rows ? m * (part + 1) / parts : m;
+      const int64_t p0 = by_rows ? 0 : panels * part / parts, p1 = by_rows ? panels : panels * (part + 1) / parts;
+      GemmPanels(a_ptr + r0 * lda, lda, r1 - r0, weight, bias_ptr, static_cast<float>(alpha),
+                 static_cast<float>(beta), epilogue == Epilogue::kSilu, out_ptr + r0 * n, p0, p1);
     }
   });
   return out;

@@ -106,6 +106,8 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
   batch.facts.resize(b);
   float* px = batch.pixels.data_ptr<float>();
   int64_t* ids = batch.ids.data_ptr<int64_t>();
+  // The caption parts that count as targets (none: label-level targets).
+  const shapes::CaptionParts target_parts = o.caption_targets ? o.caption_target_parts : shapes::CaptionParts{};
   // The colours of this batch's groups: distinct, drawn from the step's own stream.
   std::vector<shapes::Colour> colours(shapes::kShapeColours.begin(), shapes::kShapeColours.end());
   const int groups = std::clamp(o.colour_groups, 0, static_cast<int>(colours.size()));
@@ -129,14 +131,14 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
         caption = std::move(f.caption);
       } else {
         CLIPSERVE_ASSIGN_OR_RETURN(shapes::Example e, sampler.SampleWithColour(index, colours[group]));
-        batch.facts[i] = FactsOf(e, o.caption_targets ? o.caption_target_parts : shapes::CaptionParts{});
+        batch.facts[i] = FactsOf(e, target_parts);
         bounds = shapes::SceneBounds(e.scene);
         image = e.image;
         caption = std::move(e.caption);
       }
     } else {
       shapes::Example e = sampler.Sample(index);
-      batch.facts[i] = FactsOf(e, o.caption_targets ? o.caption_target_parts : shapes::CaptionParts{});
+      batch.facts[i] = FactsOf(e, target_parts);
       bounds = shapes::SceneBounds(e.scene);
       image = e.image;
       caption = std::move(e.caption);
