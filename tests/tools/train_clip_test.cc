@@ -39,6 +39,7 @@ ClipTrainerOptions TinyOptions(const fs::path& dir) {
   o.field_fraction = 0.125;  // one field per colour group of 8: the field path runs too
   o.sincos_position_scale = 0.5;
   o.caption_targets = true;  // and caption-level targets
+  o.ema_decay = 0.9;         // and the weight average
   o.lr = 3e-3;
   o.warmup_steps = 2;
   o.eval_every = 10;
@@ -230,6 +231,72 @@ TEST_F(TrainClipTest, AugmentationKeepsTheWholeShape) {
   }
 }
 
+TEST_F(TrainClipTest, WeightAverageFollowsTheWarmedUpDecay) {
+  at::Tensor w = at::tensor({1.0f, 2.0f});
+  at::Tensor v = at::tensor({-4.0f});
+  WeightAverage average({w, v}, /*decay=*/0.5);
+  EXPECT_TRUE(at::equal(average.averages()[0], w));
+  w.copy_(at::tensor({3.0f, 6.0f}));
+  v.fill_(8.0f);
+  average.Update();  // first update: d = min(0.5, 2 / 11)
+  const double d1 = 2.0 / 11;
+  EXPECT_EQ(average.updates(), 1);
+  EXPECT_NEAR(average.averages()[0][0].item<double>(), d1 * 1 + (1 - d1) * 3, 1e-6);
+  EXPECT_NEAR(average.averages()[0][1].item<double>(), d1 * 2 + (1 - d1) * 6, 1e-6);
+  EXPECT_NEAR(average.averages()[1][0].item<double>(), d1 * -4 + (1 - d1) * 8, 1e-6);
+  for (int i = 0; i < 20; ++i) average.Update();  // (1 + n) / (10 + n) passes 0.5 at n = 8: d = 0.5 from there
+  w.fill_(0.0f);
+  const double before = average.averages()[0][0].item<double>();
+  average.Update();
+  EXPECT_NEAR(average.averages()[0][0].item<double>(), 0.5 * before, 1e-6);
+  EXPECT_EQ(average.updates(), 22);
+
+  // Swap exchanges parameters and averages; a second swap restores both.
+  const at::Tensor avg = average.averages()[0].clone();
+  average.Swap();
+  EXPECT_TRUE(at::equal(w, avg));
+  EXPECT_TRUE(at::equal(average.averages()[0], at::zeros({2})));
+  average.Swap();
+  EXPECT_TRUE(at::equal(w, at::zeros({2})));
+  EXPECT_TRUE(at::equal(average.averages()[0], avg));
+}
+
+TEST_F(TrainClipTest, WeightAverageRoundTripsThroughACheckpoint) {
+  const fs::path path = TempDir("ema_archive");
+  at::Tensor w = at::tensor({1.0f, 2.0f});
+  WeightAverage saved({w}, 0.9);
+  w.fill_(5.0f);
+  saved.Update();
+  saved.Update();
+  {
+    torch::serialize::OutputArchive archive;
+    saved.Save(archive);
+    archive.save_to(path.string());
+  }
+  at::Tensor u = at::tensor({7.0f, 7.0f});
+  WeightAverage loaded({u}, 0.9);
+  torch::serialize::InputArchive archive;
+  archive.load_from(path.string());
+  ASSERT_TRUE(loaded.Load(archive));
+  EXPECT_EQ(loaded.updates(), 2);
+  EXPECT_TRUE(at::equal(loaded.averages()[0], saved.averages()[0]));
+  // An average of other shapes (another model) or an archive without one is refused and changes nothing.
+  at::Tensor other = at::zeros({3});
+  WeightAverage mismatched({other}, 0.9);
+  EXPECT_FALSE(mismatched.Load(archive));
+  EXPECT_EQ(mismatched.updates(), 0);
+  {
+    torch::serialize::OutputArchive empty;
+    empty.write("step", at::tensor(int64_t{3}));
+    empty.save_to(path.string());
+  }
+  torch::serialize::InputArchive without;
+  without.load_from(path.string());
+  EXPECT_FALSE(loaded.Load(without));
+  EXPECT_EQ(loaded.updates(), 2);
+  fs::remove(path);
+}
+
 TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {
   const fs::path dir = TempDir("run");
   ClipTrainerOptions o = TinyOptions(dir);
@@ -246,7 +313,22 @@ TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {
   std::vector<nlohmann::json> curve = ReadCurve(dir);
   ASSERT_GE(curve.size(), 2u);
   for (const auto& row : curve) {
-    for (const char* key : {"minutes", "step", "loss", "colour", "shape", "both"}) EXPECT_TRUE(row.contains(key));
+    for (const char* key : {"minutes", "step", "loss", "colour", "shape", "both", "ema_colour", "ema_shape",
+                            "ema_both"}) {
+      EXPECT_TRUE(row.contains(key)) << key;
+    }
+  }
+  // The weight average is a second complete directory that the server loads, with weights of its own.
+  {
+    auto trained = clip::ClipBundle::Load({.dir = dir});
+    auto averaged = clip::ClipBundle::Load({.dir = dir / "ema"});
+    ASSERT_TRUE(trained.ok()) << trained.status();
+    ASSERT_TRUE(averaged.ok()) << averaged.status();
+    at::NoGradGuard no_grad;
+    const at::Tensor pixels = at::rand({2, 3, 64, 64});
+    const at::Tensor a = (*trained)->model->EncodeImage(pixels), b = (*averaged)->model->EncodeImage(pixels);
+    EXPECT_EQ(a.sizes(), b.sizes());
+    EXPECT_FALSE(at::allclose(a, b));
   }
 
   // The server's loader takes the directory as it is.
@@ -292,6 +374,14 @@ TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {
   EXPECT_EQ(ReadCurve(dir).back()["step"], 30);
   // Resumed losses continue from where training was, not from a fresh model's.
   EXPECT_LT(Mean(second->losses, 0, 10), Mean(first->losses, 0, 5));
+  // The average continued too: the checkpoint counts all 30 updates.
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from((dir / "train_state.pt").string());
+    at::Tensor updates;
+    ASSERT_TRUE(archive.try_read("ema/updates", updates));
+    EXPECT_EQ(updates.item<int64_t>(), 30);
+  }
   fs::remove_all(dir);
 }
 

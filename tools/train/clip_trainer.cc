@@ -247,12 +247,13 @@ double LearningRate(const ClipTrainerOptions& o, int64_t step, double trained_se
   return lo + (o.lr - lo) * 0.5 * (1 + std::cos(M_PI * progress));
 }
 
-absl::Status SaveCheckpoint(const clip::ClipModel& model, torch::optim::AdamW& opt, const fs::path& dir,
-                            int64_t step, double trained_seconds) {
+absl::Status SaveCheckpoint(const clip::ClipModel& model, torch::optim::AdamW& opt, const WeightAverage* average,
+                            const fs::path& dir, int64_t step, double trained_seconds) {
   CLIPSERVE_RETURN_IF_ERROR(model.Save(dir));
   try {
     torch::serialize::OutputArchive archive;
     opt.save(archive);
+    if (average != nullptr) average->Save(archive);
     archive.write("step", at::tensor(step, at::kLong));
     archive.write("trained_seconds", at::tensor(trained_seconds, at::kDouble));
     const fs::path tmp = dir / "train_state.pt.tmp";
@@ -264,11 +265,14 @@ absl::Status SaveCheckpoint(const clip::ClipModel& model, torch::optim::AdamW& o
   return absl::OkStatus();
 }
 
-absl::Status LoadTrainState(torch::optim::AdamW& opt, const fs::path& dir, int64_t* step, double* seconds) {
+absl::Status LoadTrainState(torch::optim::AdamW& opt, WeightAverage* average, const fs::path& dir, int64_t* step,
+                            double* seconds) {
   try {
     torch::serialize::InputArchive archive;
     archive.load_from((dir / "train_state.pt").string());
     opt.load(archive);
+    // A checkpoint written without an average starts one from the resumed weights.
+    if (average != nullptr) average->Load(archive);
     at::Tensor s, t;
     archive.read("step", s);
     archive.read("trained_seconds", t);
@@ -280,7 +284,68 @@ absl::Status LoadTrainState(torch::optim::AdamW& opt, const fs::path& dir, int64
   return absl::OkStatus();
 }
 
+// Writes the weight average as a complete CLIP directory: the model's config and the average's weights, and the
+// tokenizer and preprocessing files of `from`.
+absl::Status SaveAverage(const clip::ClipModel& model, WeightAverage& average, const fs::path& from,
+                         const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("creating ", dir.string(), ": ", ec.message()));
+  average.Swap();
+  absl::Status saved = model.Save(dir);
+  average.Swap();
+  CLIPSERVE_RETURN_IF_ERROR(saved);
+  for (const char* name : {"vocab.json", "merges.txt", "preprocessor_config.json"}) {
+    fs::copy_file(from / name, dir / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::InternalError(absl::StrCat("copying ", (from / name).string(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+WeightAverage::WeightAverage(std::vector<at::Tensor> parameters, double decay)
+    : parameters_(std::move(parameters)), decay_(decay) {
+  at::NoGradGuard no_grad;
+  averages_.reserve(parameters_.size());
+  for (const at::Tensor& p : parameters_) averages_.push_back(p.detach().clone());
+}
+
+void WeightAverage::Update() {
+  at::NoGradGuard no_grad;
+  ++updates_;
+  const double d = std::min(decay_, (1.0 + static_cast<double>(updates_)) / (10.0 + static_cast<double>(updates_)));
+  for (size_t i = 0; i < parameters_.size(); ++i) averages_[i].mul_(d).add_(parameters_[i].detach(), 1 - d);
+}
+
+void WeightAverage::Swap() {
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    at::Tensor held = parameters_[i].detach().clone();
+    parameters_[i].copy_(averages_[i]);
+    averages_[i].copy_(held);
+  }
+}
+
+void WeightAverage::Save(torch::serialize::OutputArchive& archive) const {
+  archive.write("ema/updates", at::tensor(updates_, at::kLong));
+  for (size_t i = 0; i < averages_.size(); ++i) archive.write(absl::StrCat("ema/", i), averages_[i]);
+}
+
+bool WeightAverage::Load(torch::serialize::InputArchive& archive) {
+  at::Tensor updates;
+  if (!archive.try_read("ema/updates", updates)) return false;
+  std::vector<at::Tensor> read(averages_.size());
+  for (size_t i = 0; i < averages_.size(); ++i) {
+    if (!archive.try_read(absl::StrCat("ema/", i), read[i]) || !read[i].sizes().equals(averages_[i].sizes())) {
+      return false;
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < averages_.size(); ++i) averages_[i].copy_(read[i]);
+  updates_ = updates.item<int64_t>();
+  return true;
+}
 
 int LabelOf(shapes::Colour colour, shapes::Shape shape) {
   return static_cast<int>(colour) * kNumShapes + static_cast<int>(shape);
@@ -475,9 +540,13 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   model->train();
 
   auto optimizer = MakeOptimizer(*model, opts);
+  std::unique_ptr<WeightAverage> average;
+  if (o.ema_decay > 0) average = std::make_unique<WeightAverage>(model->parameters(), o.ema_decay);
   int64_t step = 0;
   double prior_seconds = 0;
-  if (resume) CLIPSERVE_RETURN_IF_ERROR(LoadTrainState(*optimizer, o.out_dir, &step, &prior_seconds));
+  if (resume) {
+    CLIPSERVE_RETURN_IF_ERROR(LoadTrainState(*optimizer, average.get(), o.out_dir, &step, &prior_seconds));
+  }
   TrainSummary summary;
   summary.start_step = step;
 
@@ -508,16 +577,27 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   at::Tensor logit_scale = model->logit_scale();
 
   auto trained = [&] { return prior_seconds + SecondsSince(run_start); };
-  auto eval_and_log = [&](double loss) -> EvalResult {
+  // Evaluates the weights (and the average, into *ema, when there is one) and appends them to the curve.
+  auto eval_and_log = [&](double loss, EvalResult* ema) -> EvalResult {
     EvalResult r = Evaluate(*model, eval_set);
     nlohmann::json j = {{"minutes", trained() / 60}, {"step", step},  {"loss", loss},
                         {"colour", r.colour},        {"shape", r.shape}, {"both", r.both}};
-    curve << j.dump() << "\n";
-    curve.flush();
     if (o.verbose) {
       std::fprintf(stderr, "eval step %lld (%.1f min): colour %.3f shape %.3f both %.3f\n",
                    static_cast<long long>(step), trained() / 60, r.colour, r.shape, r.both);
     }
+    if (average != nullptr) {
+      average->Swap();
+      const EvalResult a = Evaluate(*model, eval_set);
+      average->Swap();
+      j.update({{"ema_colour", a.colour}, {"ema_shape", a.shape}, {"ema_both", a.both}});
+      if (o.verbose) {
+        std::fprintf(stderr, "  weight average: colour %.3f shape %.3f both %.3f\n", a.colour, a.shape, a.both);
+      }
+      if (ema != nullptr) *ema = a;
+    }
+    curve << j.dump() << "\n";
+    curve.flush();
     return r;
   };
 
@@ -548,6 +628,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
       at::NoGradGuard no_grad;
       logit_scale.clamp_(0, max_log_scale);
     }
+    if (average != nullptr) average->Update();
     last_loss = loss.item<double>();
     if (!std::isfinite(last_loss)) {
       return absl::InternalError(absl::StrCat("loss is ", last_loss, " at step ", step));
@@ -566,9 +647,9 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
       window_steps = 0;
       window_loss = 0;
     }
-    if (o.eval_every > 0 && step % o.eval_every == 0) eval_and_log(last_loss);
+    if (o.eval_every > 0 && step % o.eval_every == 0) eval_and_log(last_loss, nullptr);
     if (SecondsSince(last_checkpoint) >= o.checkpoint_minutes * 60) {
-      CLIPSERVE_RETURN_IF_ERROR(SaveCheckpoint(*model, *optimizer, o.out_dir, step, trained()));
+      CLIPSERVE_RETURN_IF_ERROR(SaveCheckpoint(*model, *optimizer, average.get(), o.out_dir, step, trained()));
       last_checkpoint = Clock::now();
     }
   }
@@ -576,8 +657,10 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   summary.steps = step;
   summary.trained_seconds = prior_seconds + run_seconds;
   summary.steps_per_second = (step - summary.start_step) / std::max(run_seconds, 1e-9);
-  summary.final_eval = eval_and_log(last_loss);
-  CLIPSERVE_RETURN_IF_ERROR(SaveCheckpoint(*model, *optimizer, o.out_dir, step, summary.trained_seconds));
+  summary.final_eval = eval_and_log(last_loss, &summary.final_ema_eval);
+  CLIPSERVE_RETURN_IF_ERROR(
+      SaveCheckpoint(*model, *optimizer, average.get(), o.out_dir, step, summary.trained_seconds));
+  if (average != nullptr) CLIPSERVE_RETURN_IF_ERROR(SaveAverage(*model, *average, o.out_dir, o.out_dir / "ema"));
   if (o.verbose) {
     std::fprintf(stderr, "done: %lld steps, %.1f min trained, %.2f steps/s this run\n",
                  static_cast<long long>(step), summary.trained_seconds / 60, summary.steps_per_second);

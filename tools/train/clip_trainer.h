@@ -27,6 +27,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <torch/serialize/archive.h>
 
 #include "absl/status/statusor.h"
 #include "server/models/clip/config.h"
@@ -87,6 +88,10 @@ struct ClipTrainerOptions {
   // With caption_targets: the parts of a caption that count. Augmentation moves and zooms the shape, so size and
   // position named by a caption are often false of the augmented picture; the background survives it.
   shapes::CaptionParts caption_target_parts = {.size = true, .background = true, .position = true};
+  // > 0: also keep an exponential moving average of the weights (WeightAverage, this decay per step), evaluate it
+  // beside the trained weights (the curve's ema_* keys) and write it at the end as a second complete CLIP
+  // directory, out_dir/ema. 0: no average.
+  double ema_decay = 0;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -110,6 +115,36 @@ struct TrainSummary {
   double steps_per_second = 0;  // this run
   std::vector<double> losses;   // per step of this run
   EvalResult final_eval;
+  EvalResult final_ema_eval;  // of the weight average (ema_decay > 0 only)
+};
+
+// An exponential moving average of a set of parameters (Polyak averaging): after each optimizer step
+// average = d * average + (1 - d) * parameter with d = min(decay, (1 + n) / (10 + n)) for the n-th update, so the
+// first updates do not keep the random initial weights. Training steps move the weights noisily; the average is
+// often the better model at the end of a run.
+class WeightAverage {
+ public:
+  // Starts the average at the parameters' current values.
+  WeightAverage(std::vector<at::Tensor> parameters, double decay);
+
+  void Update();
+  // Exchanges the parameters' values with the averages (twice restores them): evaluate or save the average
+  // through the model that owns the parameters.
+  void Swap();
+
+  int64_t updates() const { return updates_; }
+  const std::vector<at::Tensor>& averages() const { return averages_; }
+
+  // The averages and the update count under "ema/" in a training checkpoint.
+  void Save(torch::serialize::OutputArchive& archive) const;
+  // Reads them back; false (and nothing changed) if the archive has no average, as one written without it.
+  bool Load(torch::serialize::InputArchive& archive);
+
+ private:
+  std::vector<at::Tensor> parameters_;
+  std::vector<at::Tensor> averages_;
+  double decay_;
+  int64_t updates_ = 0;
 };
 
 // Runs the whole pipeline described above.

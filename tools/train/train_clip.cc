@@ -44,6 +44,8 @@ ABSL_FLAG(bool, caption_targets, false,
           "positives are the pictures a caption is true of (size, background, position where named), not the label");
 ABSL_FLAG(std::vector<std::string>, caption_target_parts, std::vector<std::string>({"size", "background", "position"}),
           "with --caption_targets: the parts of a caption that count (comma-separated: size, background, position)");
+ABSL_FLAG(double, ema_decay, 0,
+          "> 0: also keep an exponential moving average of the weights (this decay per step), written to DIR/ema");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -96,14 +98,24 @@ int main(int argc, char** argv) {
     }
   }
   o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
+  o.ema_decay = absl::GetFlag(FLAGS_ema_decay);
+  if (o.ema_decay < 0 || o.ema_decay >= 1) {
+    std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
+    return 2;
+  }
   auto summary = clipserve::train::TrainClip(o);
   if (!summary.ok()) {
     std::fprintf(stderr, "train-clip: %s\n", summary.status().ToString().c_str());
     return 1;
   }
   std::printf("{\"steps\": %lld, \"minutes\": %.2f, \"steps_per_s\": %.3f, \"colour\": %.4f, \"shape\": %.4f, "
-              "\"both\": %.4f}\n",
+              "\"both\": %.4f",
               static_cast<long long>(summary->steps), summary->trained_seconds / 60, summary->steps_per_second,
               summary->final_eval.colour, summary->final_eval.shape, summary->final_eval.both);
+  if (o.ema_decay > 0) {
+    const auto& a = summary->final_ema_eval;
+    std::printf(", \"ema_colour\": %.4f, \"ema_shape\": %.4f, \"ema_both\": %.4f", a.colour, a.shape, a.both);
+  }
+  std::printf("}\n");
   return 0;
 }
