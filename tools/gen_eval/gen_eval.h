@@ -33,7 +33,8 @@ struct GenEvalOptions {
   int seeds = 8;  // seeds 1..seeds per prompt
   int steps = 150;
   int size = 64;
-  int cutn = 32;
+  // Cutouts of every run (cut_size is the CLIP's, set by Job::Create); the defaults are the server's.
+  generation::CutoutOptions cutouts;
   float learning_rate = 0.1f;
   float smoothness_weight = 0;  // JobOptions::smoothness_weight
   int batch_jobs = 8;  // runs stepped together per pass

@@ -3,6 +3,7 @@
 //
 //   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--init=random|grey|white|black]
 //                      [--out=DIR] [--json]
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -17,6 +18,10 @@ ABSL_FLAG(int, seeds, 8, "seeds per prompt (1..N)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
 ABSL_FLAG(int, steps, 150, "optimisation steps per run");
 ABSL_FLAG(int, cutn, 32, "cutouts per step");
+ABSL_FLAG(double, cut_augment_probability, 0.7, "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
+ABSL_FLAG(double, cut_perspective, 0.7, "perspective distortion of the cutouts (0: none)");
+ABSL_FLAG(double, cut_rotation, 15, "rotation range of the cutouts, degrees");
+ABSL_FLAG(double, cut_erase_max, 0.33, "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
@@ -33,7 +38,12 @@ int main(int argc, char** argv) {
   o.seeds = absl::GetFlag(FLAGS_seeds);
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
   o.steps = absl::GetFlag(FLAGS_steps);
-  o.cutn = absl::GetFlag(FLAGS_cutn);
+  o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
+  o.cutouts.augment_probability = static_cast<float>(absl::GetFlag(FLAGS_cut_augment_probability));
+  o.cutouts.perspective_distortion = static_cast<float>(absl::GetFlag(FLAGS_cut_perspective));
+  o.cutouts.rotation_degrees = static_cast<float>(absl::GetFlag(FLAGS_cut_rotation));
+  o.cutouts.erase_area_max = static_cast<float>(absl::GetFlag(FLAGS_cut_erase_max));
+  o.cutouts.erase_area_min = std::min(o.cutouts.erase_area_min, o.cutouts.erase_area_max);
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);
