@@ -71,7 +71,7 @@ TEST_F(DefaultConfigTest, ServesTheShippedClipAsTheDefaultModel) {
 }
 
 // Every held-out image is classified over all 80 "a photo of a {colour} {shape}" labels; the default model
-// must name both colour and shape right for at least 14 of 20 (measured: 16; its zero-shot accuracy on 1,000
+// must name both colour and shape right for at least 15 of 20 (measured: 18; its zero-shot accuracy on 1,000
 // images is in models/shapes-world/clip/MODEL_CARD.md).
 TEST_F(DefaultConfigTest, ClassifiesHeldOutImages) {
   v1::ClassifyRequest req;
@@ -97,7 +97,7 @@ TEST_F(DefaultConfigTest, ClassifiesHeldOutImages) {
     right += resp.results(i).labels(0).label() == want[i];
   }
   std::printf("classify: %d of 20 held-out images labelled right (colour and shape)\n", right);
-  EXPECT_GE(right, 14);
+  EXPECT_GE(right, 15);
 }
 
 // A caption against images whose (colour, shape) pairs all differ: the described image ranks first for at

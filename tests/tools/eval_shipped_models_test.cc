@@ -14,12 +14,13 @@ namespace {
 
 using ::clipserve::testing::IsOk;
 
-// Measured on these 200 scenes: colour 0.99, shape 0.785, both 0.775, recall@1 0.895, recall@5 1.0, PSNR 27.23 dB,
-// codebook 0.98 (1,000 scenes of another seed: MODEL_CARD.md). The bars sit a few points below.
+// Measured on these 200 scenes: colour 0.99, shape 0.87, both 0.865, recall@1 0.915, recall@5 0.995, PSNR 27.23 dB,
+// codebook 0.98 (1,000 scenes: MODEL_CARD.md). The bars sit a few points below; shape and both at the shipped-models
+// issue's targets (80 and 75 %).
 constexpr double kMinColour = 0.95;
-constexpr double kMinShape = 0.70;
-constexpr double kMinBoth = 0.70;
-constexpr double kMinRecallAt1 = 0.80;
+constexpr double kMinShape = 0.80;
+constexpr double kMinBoth = 0.78;
+constexpr double kMinRecallAt1 = 0.85;
 constexpr double kMinRecallAt5 = 0.95;
 constexpr double kMinPsnrDb = 26.0;
 constexpr double kMinCodebookUsed = 0.90;
