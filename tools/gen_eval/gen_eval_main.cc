@@ -17,11 +17,16 @@ ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and 
 ABSL_FLAG(int, seeds, 8, "seeds per prompt (1..N)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
 ABSL_FLAG(int, steps, 150, "optimisation steps per run");
-ABSL_FLAG(int, cutn, 32, "cutouts per step");
-ABSL_FLAG(double, cut_augment_probability, 0.7, "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
-ABSL_FLAG(double, cut_perspective, 0.7, "perspective distortion of the cutouts (0: none)");
-ABSL_FLAG(double, cut_rotation, 15, "rotation range of the cutouts, degrees");
-ABSL_FLAG(double, cut_erase_max, 0.33, "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
+// The cutout flags default to the server's cutouts (generation::CutoutOptions), so the two cannot drift apart.
+const clipserve::generation::CutoutOptions kServerCutouts;
+ABSL_FLAG(int, cutn, kServerCutouts.cutn, "cutouts per step");
+ABSL_FLAG(float, cut_augment_probability, kServerCutouts.augment_probability,
+          "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
+ABSL_FLAG(float, cut_perspective, kServerCutouts.perspective_distortion,
+          "perspective distortion of the cutouts (0: none)");
+ABSL_FLAG(float, cut_rotation, kServerCutouts.rotation_degrees, "rotation range of the cutouts, degrees");
+ABSL_FLAG(float, cut_erase_max, kServerCutouts.erase_area_max,
+          "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
@@ -39,10 +44,10 @@ int main(int argc, char** argv) {
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
   o.steps = absl::GetFlag(FLAGS_steps);
   o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
-  o.cutouts.augment_probability = static_cast<float>(absl::GetFlag(FLAGS_cut_augment_probability));
-  o.cutouts.perspective_distortion = static_cast<float>(absl::GetFlag(FLAGS_cut_perspective));
-  o.cutouts.rotation_degrees = static_cast<float>(absl::GetFlag(FLAGS_cut_rotation));
-  o.cutouts.erase_area_max = static_cast<float>(absl::GetFlag(FLAGS_cut_erase_max));
+  o.cutouts.augment_probability = absl::GetFlag(FLAGS_cut_augment_probability);
+  o.cutouts.perspective_distortion = absl::GetFlag(FLAGS_cut_perspective);
+  o.cutouts.rotation_degrees = absl::GetFlag(FLAGS_cut_rotation);
+  o.cutouts.erase_area_max = absl::GetFlag(FLAGS_cut_erase_max);
   o.cutouts.erase_area_min = std::min(o.cutouts.erase_area_min, o.cutouts.erase_area_max);
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
