@@ -360,4 +360,16 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
   return upcast ? batch.to(image.scalar_type()) : batch;
 }
 
+at::Tensor AugmentLikeCutouts(const at::Tensor& normalized, const std::array<float, 3>& mean,
+                              const std::array<float, 3>& std, CutoutOptions options, at::Generator& generator) {
+  TORCH_CHECK(normalized.dim() == 4 && normalized.size(1) == 3 && normalized.size(2) == normalized.size(3),
+              "AugmentLikeCutouts expects square [B, 3, S, S] pictures, got ", normalized.sizes());
+  options.cutn = 1;
+  options.cut_size = static_cast<int>(normalized.size(2));
+  const at::TensorOptions like = normalized.options();
+  const at::Tensor m = at::tensor(std::vector<float>(mean.begin(), mean.end()), like).view({1, 3, 1, 1});
+  const at::Tensor s = at::tensor(std::vector<float>(std.begin(), std.end()), like).view({1, 3, 1, 1});
+  return (MakeCutouts(normalized * s + m, options, generator) - m) / s;
+}
+
 }  // namespace clipserve::generation

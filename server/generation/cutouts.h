@@ -9,6 +9,8 @@
 // same generator at once.
 #pragma once
 
+#include <array>
+
 #include <ATen/ATen.h>
 
 #include "absl/status/status.h"
@@ -70,5 +72,12 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options);
 // CUDA generator costs one device synchronisation per call (the parameters are needed on the host).
 // Assumes validated options; throws c10::Error on torch failures (callers convert).
 at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at::Generator& generator);
+
+// What generation shows a CLIP, for the tools that train and evaluate one: each picture of `normalized`
+// ([B, 3, S, S], CLIP-normalised with `mean` and `std`) goes through one full-size cutout of MakeCutouts
+// (options' cutn and cut_size are replaced by 1 and S, so the crop is the whole picture and only the
+// augmentations and noise act) and is normalised again. [B, 3, S, S], same dtype and device.
+at::Tensor AugmentLikeCutouts(const at::Tensor& normalized, const std::array<float, 3>& mean,
+                              const std::array<float, 3>& std, CutoutOptions options, at::Generator& generator);
 
 }  // namespace clipserve::generation

@@ -4,10 +4,12 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/autograd.h>
 
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -173,6 +175,33 @@ TEST(MakeCutoutsTest, ProcessesReducedPrecisionImagesOnCpu) {
     out.sum().backward();
     EXPECT_GT(x.grad().abs().sum().item<float>(), 0) << dtype;
   }
+}
+
+TEST(AugmentLikeCutoutsTest, WithoutAugmentationOrNoiseReturnsTheNormalisedPictures) {
+  const std::array<float, 3> mean = {0.5f, 0.4f, 0.3f}, std = {0.2f, 0.25f, 0.3f};
+  const at::Tensor x = Image(3, /*batch=*/4, /*size=*/24) * 2 - 1;
+  CutoutOptions o = Plain();  // cutn and cut_size are replaced by 1 and the pictures' side
+  at::Generator gen = at::detail::createCPUGenerator(5);
+  const at::Tensor out = AugmentLikeCutouts(x, mean, std, o, gen);
+  ASSERT_EQ(out.sizes(), x.sizes());
+  EXPECT_TRUE(at::allclose(out, x, /*rtol=*/0, /*atol=*/1e-5));
+}
+
+TEST(AugmentLikeCutoutsTest, AugmentsInPixelSpaceAndNormalisesAgain) {
+  const std::array<float, 3> mean = {0.5f, 0.4f, 0.3f}, std = {0.2f, 0.25f, 0.3f};
+  const at::Tensor pixels = Image(4, /*batch=*/8, /*size=*/24);
+  const at::Tensor m = at::tensor(std::vector<float>(mean.begin(), mean.end())).view({1, 3, 1, 1});
+  const at::Tensor s = at::tensor(std::vector<float>(std.begin(), std.end())).view({1, 3, 1, 1});
+  const at::Tensor normalized = (pixels - m) / s;
+  CutoutOptions o;  // the server's defaults
+  at::Generator a = at::detail::createCPUGenerator(9), b = at::detail::createCPUGenerator(9);
+  const at::Tensor out = AugmentLikeCutouts(normalized, mean, std, o, a);
+  ASSERT_EQ(out.sizes(), normalized.sizes());
+  EXPECT_FALSE(at::allclose(out, normalized, 0, 1e-3));
+  // Exactly MakeCutouts on the un-normalised pictures, one full-size cutout each, normalised again.
+  o.cutn = 1;
+  o.cut_size = 24;
+  EXPECT_TRUE(at::allclose(out, (MakeCutouts(pixels, o, b) - m) / s, 1e-4, 1e-4));
 }
 
 TEST(ValidateCutoutOptionsTest, AcceptsDefaults) { EXPECT_THAT(ValidateCutoutOptions({}), IsOk()); }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
@@ -31,9 +32,11 @@ absl::Status PreprocessInto(const cv::Mat& rgb, const clip::PreprocessConfig& co
   return clip::Preprocess(view, config, absl::MakeSpan(out, clip::PreprocessedSize(config)));
 }
 
-// Unit image embeddings of `images`, in batches.
+// Unit image embeddings of `images`, in batches; with `cutouts`, of the pictures after generation's cutout
+// augmentations (drawn from `generator`).
 absl::StatusOr<at::Tensor> EmbedImages(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
-                                       int batch_size) {
+                                       int batch_size, const std::optional<generation::CutoutOptions>& cutouts,
+                                       at::Generator& generator) {
   const auto& pre = bundle.preprocess;
   std::vector<at::Tensor> parts;
   for (size_t start = 0; start < images.size(); start += batch_size) {
@@ -42,6 +45,7 @@ absl::StatusOr<at::Tensor> EmbedImages(const clip::ClipBundle& bundle, const std
     for (size_t i = 0; i < n; ++i) {
       CLIPSERVE_RETURN_IF_ERROR(PreprocessInto(images[start + i], pre, pixels[i].data_ptr<float>()));
     }
+    if (cutouts.has_value()) pixels = generation::AugmentLikeCutouts(pixels, pre.mean, pre.std, *cutouts, generator);
     parts.push_back(bundle.model->EncodeImage(pixels));
   }
   at::Tensor all = at::cat(parts);
@@ -95,7 +99,9 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
       images.push_back(e.image);
       scenes.push_back(e.scene);
     }
-    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(*bundle, images, options.batch_size));
+    at::Generator generator = at::detail::createCPUGenerator(options.seed);
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image,
+                               EmbedImages(*bundle, images, options.batch_size, options.cutouts, generator));
     const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
     ZeroShot z;
     std::map<std::string, int> shape_total, size_total;
@@ -134,7 +140,7 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
         group_images.push_back(e.image);
         captions.push_back(e.caption);
       }
-      CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gi, EmbedImages(*bundle, group_images, options.batch_size));
+      CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gi, EmbedImages(*bundle, group_images, options.batch_size, options.cutouts, generator));
       CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gt, EmbedTexts(*bundle, captions));
       const at::Tensor scores = at::mm(gt, gi.t());  // [captions, images]
       for (int q = 0; q < kGroup; ++q) {

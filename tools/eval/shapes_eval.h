@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "server/generation/cutouts.h"
 
 namespace clipserve::shapes_eval {
 
@@ -20,6 +21,10 @@ struct EvalOptions {
   // Held-out images for zero-shot classification and reconstruction; retrieval uses count/40 groups of 40.
   int count = 1000;
   int batch_size = 50;
+  // Set: every picture the CLIP sees (zero-shot and retrieval) first goes through generation's cutout
+  // augmentations with these options (generation::AugmentLikeCutouts, drawn from `seed`): how much of its
+  // knowledge survives what VQGAN+CLIP generation shows it.
+  std::optional<generation::CutoutOptions> cutouts;
 };
 
 struct ZeroShot {

@@ -14,15 +14,19 @@ ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and/
 ABSL_FLAG(uint64_t, seed, 1000000, "evaluation seed (>= 1000000: disjoint from training seeds)");
 ABSL_FLAG(int, count, 1000, "held-out images");
 ABSL_FLAG(bool, json, false, "print one JSON object");
+ABSL_FLAG(bool, generation_cutouts, false,
+          "show the CLIP every picture through generation's cutout augmentations (the server's defaults)");
 ABSL_FLAG(bool, breakdown, false, "add shape accuracy per shape and per size class, and the shape confusions");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("shapes-eval --models=DIR --seed=S --count=N [--json] [--breakdown]");
+  absl::SetProgramUsageMessage("shapes-eval --models=DIR --seed=S --count=N [--json] [--breakdown] [--generation_cutouts]");
   absl::ParseCommandLine(argc, argv);
   clipserve::ConfigureCpuThreads({});
-  auto result = clipserve::shapes_eval::Evaluate({.models = absl::GetFlag(FLAGS_models),
-                                                  .seed = absl::GetFlag(FLAGS_seed),
-                                                  .count = absl::GetFlag(FLAGS_count)});
+  clipserve::shapes_eval::EvalOptions options{.models = absl::GetFlag(FLAGS_models),
+                                              .seed = absl::GetFlag(FLAGS_seed),
+                                              .count = absl::GetFlag(FLAGS_count)};
+  if (absl::GetFlag(FLAGS_generation_cutouts)) options.cutouts = clipserve::generation::CutoutOptions{};
+  auto result = clipserve::shapes_eval::Evaluate(options);
   if (!result.ok()) {
     std::fprintf(stderr, "shapes-eval: %s\n", std::string(result.status().message()).c_str());
     return 1;

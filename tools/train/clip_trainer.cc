@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <opencv2/imgproc.hpp>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
@@ -20,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
+#include "server/generation/cutouts.h"
 #include "server/models/clip/clip_model.h"
 #include "server/models/clip/tokenizer.h"
 #include "tools/bpe/bpe_trainer.h"
@@ -149,12 +151,28 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
     CLIPSERVE_RETURN_IF_ERROR(
         tok.EncodePadded(caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
   }
+  if (o.generation_cutouts > 0) {
+    std::vector<int64_t> rows;
+    for (int i = 0; i < b; ++i) {
+      const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
+      if (shapes::Rng::For(o.seed, index, /*stream=*/0x63757473).Bernoulli(o.generation_cutouts)) rows.push_back(i);
+    }
+    if (!rows.empty()) {
+      at::Generator generator = at::detail::createCPUGenerator(
+          shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x63757467).Next());
+      const at::Tensor selected = at::tensor(rows, at::kLong);
+      batch.pixels.index_copy_(0, selected,
+                               generation::AugmentLikeCutouts(batch.pixels.index_select(0, selected), pre.mean,
+                                                              pre.std, generation::CutoutOptions{}, generator));
+    }
+  }
   return batch;
 }
 
 // Held-out images (normalised by clip::Preprocess itself) and the 80 zero-shot prompts.
 struct EvalSet {
   at::Tensor pixels;
+  at::Tensor cutout_pixels;  // with generation_cutouts: the same pictures after one generation cutout each
   std::vector<int> labels;
   at::Tensor prompt_ids;  // [colours * shapes, L], row = LabelOf
 };
@@ -176,6 +194,12 @@ absl::StatusOr<EvalSet> MakeEvalSet(const ClipTrainerOptions& o, const clip::Tok
                          .width = e.image.cols, .height = e.image.rows, .channels = 3};
     CLIPSERVE_RETURN_IF_ERROR(clip::Preprocess(view, pre, absl::MakeSpan(px + i * per, per)));
   }
+  if (o.generation_cutouts > 0) {
+    at::NoGradGuard no_grad;
+    at::Generator generator = at::detail::createCPUGenerator(o.eval_seed);
+    set.cutout_pixels =
+        generation::AugmentLikeCutouts(set.pixels, pre.mean, pre.std, generation::CutoutOptions{}, generator);
+  }
   const int l = tok.context_length();
   const int np = static_cast<int>(shapes::kShapeColours.size()) * kNumShapes;
   set.prompt_ids = at::zeros({np, l}, at::kLong);
@@ -190,16 +214,17 @@ absl::StatusOr<EvalSet> MakeEvalSet(const ClipTrainerOptions& o, const clip::Tok
   return set;
 }
 
-EvalResult Evaluate(const clip::ClipModel& model, const EvalSet& set) {
+// Zero-shot accuracy on `pixels` (the set's images or their cutouts).
+EvalResult Evaluate(const clip::ClipModel& model, const EvalSet& set, const at::Tensor& pixels) {
   at::NoGradGuard no_grad;
   at::Tensor text = model.EncodeText(set.prompt_ids);
   text = text / text.norm(2, -1, true);
   EvalResult r;
-  const int64_t n = set.pixels.size(0);
+  const int64_t n = pixels.size(0);
   int colour_ok = 0, shape_ok = 0, both_ok = 0;
   for (int64_t start = 0; start < n; start += 128) {
     const int64_t end = std::min(n, start + 128);
-    at::Tensor img = model.EncodeImage(set.pixels.slice(0, start, end));
+    at::Tensor img = model.EncodeImage(pixels.slice(0, start, end));
     img = img / img.norm(2, -1, true);
     at::Tensor pred = img.matmul(text.t()).argmax(1).contiguous();
     const int64_t* p = pred.data_ptr<int64_t>();
@@ -497,6 +522,9 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   if (o.out_dir.empty()) return absl::InvalidArgumentError("out_dir is required");
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kTrain, o.seed));
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kEval, o.eval_seed));
+  if (!(o.generation_cutouts >= 0 && o.generation_cutouts <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
+  }
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("creating ", o.out_dir.string(), ": ", ec.message()));
@@ -508,6 +536,16 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   if (resume) {
     CLIPSERVE_ASSIGN_OR_RETURN(model, clip::ClipModel::Load({.dir = o.out_dir}));
     CLIPSERVE_ASSIGN_OR_RETURN(pre, clip::LoadPreprocessConfig(o.out_dir / "preprocessor_config.json"));
+  } else if (!o.init_from.empty()) {
+    for (const char* name : {"vocab.json", "merges.txt", "preprocessor_config.json"}) {
+      fs::copy_file(o.init_from / name, o.out_dir / name, fs::copy_options::overwrite_existing, ec);
+      if (ec) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("init_from: copying ", (o.init_from / name).string(), ": ", ec.message()));
+      }
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(model, clip::ClipModel::Load({.dir = o.init_from}));
+    CLIPSERVE_ASSIGN_OR_RETURN(pre, clip::LoadPreprocessConfig(o.out_dir / "preprocessor_config.json"));
   } else {
     CLIPSERVE_ASSIGN_OR_RETURN(int context, BuildTokenizer(o));
     CLIPSERVE_RETURN_IF_ERROR(WritePreprocessorConfig(o.out_dir, o.image_size, pre));
@@ -517,7 +555,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     model = clip::ClipModel::CreateRandom(
         MakeClipConfig(o, static_cast<int>(tok->vocab_size()), context, tok->sot_id(), tok->eot_id()), o.seed);
   }
-  if (!resume && o.sincos_position_scale > 0) {
+  if (!resume && o.init_from.empty() && o.sincos_position_scale > 0) {
     // Start the vision position embeddings from a 2-D sine-cosine table (learnable from there on): patches then
     // know their row and column from the first step instead of discovering the grid, which is what holds shape
     // (a spatial arrangement) at chance for the first several hundred steps of a from-scratch ViT.
@@ -579,16 +617,24 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   auto trained = [&] { return prior_seconds + SecondsSince(run_start); };
   // Evaluates the weights (and the average, into *ema, when there is one) and appends them to the curve.
   auto eval_and_log = [&](double loss, EvalResult* ema) -> EvalResult {
-    EvalResult r = Evaluate(*model, eval_set);
+    EvalResult r = Evaluate(*model, eval_set, eval_set.pixels);
     nlohmann::json j = {{"minutes", trained() / 60}, {"step", step},  {"loss", loss},
                         {"colour", r.colour},        {"shape", r.shape}, {"both", r.both}};
     if (o.verbose) {
       std::fprintf(stderr, "eval step %lld (%.1f min): colour %.3f shape %.3f both %.3f\n",
                    static_cast<long long>(step), trained() / 60, r.colour, r.shape, r.both);
     }
+    if (eval_set.cutout_pixels.defined()) {
+      const EvalResult c = Evaluate(*model, eval_set, eval_set.cutout_pixels);
+      j.update({{"cut_colour", c.colour}, {"cut_shape", c.shape}, {"cut_both", c.both}});
+      if (o.verbose) {
+        std::fprintf(stderr, "  after generation cutouts: colour %.3f shape %.3f both %.3f\n", c.colour, c.shape,
+                     c.both);
+      }
+    }
     if (average != nullptr) {
       average->Swap();
-      const EvalResult a = Evaluate(*model, eval_set);
+      const EvalResult a = Evaluate(*model, eval_set, eval_set.pixels);
       average->Swap();
       j.update({{"ema_colour", a.colour}, {"ema_shape", a.shape}, {"ema_both", a.both}});
       if (o.verbose) {

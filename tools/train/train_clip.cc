@@ -46,6 +46,11 @@ ABSL_FLAG(std::vector<std::string>, caption_target_parts, std::vector<std::strin
           "with --caption_targets: the parts of a caption that count (comma-separated: size, background, position)");
 ABSL_FLAG(double, ema_decay, 0,
           "> 0: also keep an exponential moving average of the weights (this decay per step), written to DIR/ema");
+ABSL_FLAG(std::string, init_from, "",
+          "fine-tune: start from this CLIP directory's weights, tokenizer and architecture (fresh optimiser and "
+          "schedule; the model flags are ignored)");
+ABSL_FLAG(double, generation_cutouts, 0,
+          "share of each batch that also goes through generation's cutout augmentations (perspective, erasing, ...)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -99,6 +104,8 @@ int main(int argc, char** argv) {
   }
   o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
   o.ema_decay = absl::GetFlag(FLAGS_ema_decay);
+  o.init_from = absl::GetFlag(FLAGS_init_from);
+  o.generation_cutouts = absl::GetFlag(FLAGS_generation_cutouts);
   if (o.ema_decay < 0 || o.ema_decay >= 1) {
     std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
     return 2;
