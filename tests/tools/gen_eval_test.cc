@@ -37,5 +37,25 @@ TEST(GenEvalTest, ShippedModelsDrawThePromptsColourAndShape) {
   EXPECT_EQ(r->similarity_rose, 1.0);  // CLIP's similarity to the prompt rose in every run
 }
 
+TEST(GenEvalTest, RunsTheSeedsFromFirstSeed) {
+  GenEvalOptions o;
+  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  o.prompts.resize(1);
+  o.first_seed = 5;
+  o.seeds = 2;
+  o.steps = 1;
+  o.cutouts.cutn = 1;
+  auto r = Evaluate(o);
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ(r->runs.size(), 2u);
+  EXPECT_EQ(r->runs[0].seed, 5u);
+  EXPECT_EQ(r->runs[1].seed, 6u);
+  o.first_seed = 0;
+  EXPECT_EQ(Evaluate(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.first_seed = 1;
+  o.seeds = 0;
+  EXPECT_EQ(Evaluate(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace clipserve::gen_eval

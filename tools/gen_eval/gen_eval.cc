@@ -48,6 +48,10 @@ nlohmann::json GenEvalResult::ToJson() const {
 }
 
 absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
+  if (o.seeds < 1 || o.first_seed < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seeds and first_seed must be at least 1, got ", o.seeds, " and ", o.first_seed));
+  }
   CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
                              generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan"));
   struct Pending {
@@ -57,7 +61,7 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
   };
   std::vector<Pending> all;
   for (const Prompt& p : o.prompts) {
-    for (int seed = 1; seed <= o.seeds; ++seed) {
+    for (int seed = o.first_seed; seed < o.first_seed + o.seeds; ++seed) {
       generation::JobOptions j;
       j.prompts = {{.text = p.Text()}};
       j.width = j.height = o.size;

@@ -30,7 +30,8 @@ std::vector<Prompt> DefaultPrompts();
 struct GenEvalOptions {
   std::filesystem::path models;  // with clip/ and vqgan/ (models/shapes-world)
   std::vector<Prompt> prompts = DefaultPrompts();
-  int seeds = 8;  // seeds 1..seeds per prompt
+  int seeds = 8;  // seeds first_seed .. first_seed + seeds - 1 per prompt
+  int first_seed = 1;
   int steps = 150;
   int size = 64;
   // Cutouts of every run (cut_size is the CLIP's, set by Job::Create); the defaults are the server's.

@@ -14,7 +14,8 @@
 #include "tools/gen_eval/gen_eval.h"
 
 ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and vqgan/");
-ABSL_FLAG(int, seeds, 8, "seeds per prompt (1..N)");
+ABSL_FLAG(int, seeds, 8, "seeds per prompt (first_seed .. first_seed + N - 1)");
+ABSL_FLAG(int, first_seed, 1, "first seed (to split a long evaluation into parts)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
 ABSL_FLAG(int, steps, 150, "optimisation steps per run");
 // The cutout flags default to the server's cutouts (generation::CutoutOptions), so the two cannot drift apart.
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   clipserve::gen_eval::GenEvalOptions o;
   o.models = absl::GetFlag(FLAGS_models);
   o.seeds = absl::GetFlag(FLAGS_seeds);
+  o.first_seed = absl::GetFlag(FLAGS_first_seed);
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
   o.steps = absl::GetFlag(FLAGS_steps);
   o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
