@@ -9,13 +9,15 @@
 #include "absl/flags/usage.h"
 #include "server/models/cpu_threads.h"
 #include "tools/eval/shapes_eval.h"
+#include "tools/gen_eval/cutout_flags.h"
 
 ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and/or vqgan/");
 ABSL_FLAG(uint64_t, seed, 1000000, "evaluation seed (>= 1000000: disjoint from training seeds)");
 ABSL_FLAG(int, count, 1000, "held-out images");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 ABSL_FLAG(bool, generation_cutouts, false,
-          "show the CLIP every picture through generation's cutout augmentations (the server's defaults)");
+          "show the CLIP every picture through generation's cutout augmentations (--cut_* flags; defaults: the "
+          "server's)");
 ABSL_FLAG(bool, breakdown, false, "add shape accuracy per shape and per size class, and the shape confusions");
 
 int main(int argc, char** argv) {
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
   clipserve::shapes_eval::EvalOptions options{.models = absl::GetFlag(FLAGS_models),
                                               .seed = absl::GetFlag(FLAGS_seed),
                                               .count = absl::GetFlag(FLAGS_count)};
-  if (absl::GetFlag(FLAGS_generation_cutouts)) options.cutouts = clipserve::generation::CutoutOptions{};
+  if (absl::GetFlag(FLAGS_generation_cutouts)) options.cutouts = clipserve::tools::CutoutOptionsFromFlags();
   auto result = clipserve::shapes_eval::Evaluate(options);
   if (!result.ok()) {
     std::fprintf(stderr, "shapes-eval: %s\n", std::string(result.status().message()).c_str());

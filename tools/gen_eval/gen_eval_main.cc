@@ -11,6 +11,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "server/models/cpu_threads.h"
+#include "tools/gen_eval/cutout_flags.h"
 #include "tools/gen_eval/gen_eval.h"
 
 ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and vqgan/");
@@ -18,16 +19,8 @@ ABSL_FLAG(int, seeds, 8, "seeds per prompt (first_seed .. first_seed + N - 1)");
 ABSL_FLAG(int, first_seed, 1, "first seed (to split a long evaluation into parts)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
 ABSL_FLAG(int, steps, 150, "optimisation steps per run");
-// The cutout flags default to the server's cutouts (generation::CutoutOptions), so the two cannot drift apart.
-const clipserve::generation::CutoutOptions kServerCutouts;
-ABSL_FLAG(int, cutn, kServerCutouts.cutn, "cutouts per step");
-ABSL_FLAG(float, cut_augment_probability, kServerCutouts.augment_probability,
-          "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
-ABSL_FLAG(float, cut_perspective, kServerCutouts.perspective_distortion,
-          "perspective distortion of the cutouts (0: none)");
-ABSL_FLAG(float, cut_rotation, kServerCutouts.rotation_degrees, "rotation range of the cutouts, degrees");
-ABSL_FLAG(float, cut_erase_max, kServerCutouts.erase_area_max,
-          "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
+// Cutouts per step; the augmentation flags are tools/gen_eval/cutout_flags.h's.
+ABSL_FLAG(int, cutn, clipserve::generation::CutoutOptions{}.cutn, "cutouts per step");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
@@ -45,12 +38,8 @@ int main(int argc, char** argv) {
   o.first_seed = absl::GetFlag(FLAGS_first_seed);
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
   o.steps = absl::GetFlag(FLAGS_steps);
+  o.cutouts = clipserve::tools::CutoutOptionsFromFlags();
   o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
-  o.cutouts.augment_probability = absl::GetFlag(FLAGS_cut_augment_probability);
-  o.cutouts.perspective_distortion = absl::GetFlag(FLAGS_cut_perspective);
-  o.cutouts.rotation_degrees = absl::GetFlag(FLAGS_cut_rotation);
-  o.cutouts.erase_area_max = absl::GetFlag(FLAGS_cut_erase_max);
-  o.cutouts.erase_area_min = std::min(o.cutouts.erase_area_min, o.cutouts.erase_area_max);
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);

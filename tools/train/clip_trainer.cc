@@ -163,7 +163,7 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
       const at::Tensor selected = at::tensor(rows, at::kLong);
       batch.pixels.index_copy_(0, selected,
                                generation::AugmentLikeCutouts(batch.pixels.index_select(0, selected), pre.mean,
-                                                              pre.std, generation::CutoutOptions{}, generator));
+                                                              pre.std, o.generation_cutout_options, generator));
     }
   }
   return batch;
@@ -198,7 +198,7 @@ absl::StatusOr<EvalSet> MakeEvalSet(const ClipTrainerOptions& o, const clip::Tok
     at::NoGradGuard no_grad;
     at::Generator generator = at::detail::createCPUGenerator(o.eval_seed);
     set.cutout_pixels =
-        generation::AugmentLikeCutouts(set.pixels, pre.mean, pre.std, generation::CutoutOptions{}, generator);
+        generation::AugmentLikeCutouts(set.pixels, pre.mean, pre.std, o.generation_cutout_options, generator);
   }
   const int l = tok.context_length();
   const int np = static_cast<int>(shapes::kShapeColours.size()) * kNumShapes;

@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/models/clip/config.h"
+#include "server/generation/cutouts.h"
 #include "server/models/clip/preprocess.h"
 #include "tools/shapes/world.h"
 
@@ -103,6 +104,8 @@ struct ClipTrainerOptions {
   // (87 % of plain ones), and its gradients then steer generation towards the colour only. With a share > 0 the
   // evaluation also scores the held-out images after one such augmentation (the curve's cut_* keys).
   double generation_cutouts = 0;
+  // The augmentations of those cutouts (cutn and cut_size are set by the trainer).
+  generation::CutoutOptions generation_cutout_options;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;

@@ -12,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "server/models/cpu_threads.h"
+#include "tools/gen_eval/cutout_flags.h"
 #include "tools/train/clip_trainer.h"
 
 ABSL_FLAG(std::string, out, "", "output CLIP directory (checkpoints and learning_curve.jsonl too)");
@@ -50,7 +51,8 @@ ABSL_FLAG(std::string, init_from, "",
           "fine-tune: start from this CLIP directory's weights, tokenizer and architecture (fresh optimiser and "
           "schedule; the model flags are ignored)");
 ABSL_FLAG(double, generation_cutouts, 0,
-          "share of each batch that also goes through generation's cutout augmentations (perspective, erasing, ...)");
+          "share of each batch that also goes through generation's cutout augmentations (perspective, erasing, ...; "
+          "--cut_* flags, defaults: the server's)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
   o.ema_decay = absl::GetFlag(FLAGS_ema_decay);
   o.init_from = absl::GetFlag(FLAGS_init_from);
   o.generation_cutouts = absl::GetFlag(FLAGS_generation_cutouts);
+  o.generation_cutout_options = clipserve::tools::CutoutOptionsFromFlags();
   if (o.ema_decay < 0 || o.ema_decay >= 1) {
     std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
     return 2;

@@ -1,0 +1,31 @@
+#include "tools/gen_eval/cutout_flags.h"
+
+#include <algorithm>
+
+#include "absl/flags/flag.h"
+
+namespace {
+const clipserve::generation::CutoutOptions kServerCutouts;
+}  // namespace
+
+ABSL_FLAG(float, cut_augment_probability, kServerCutouts.augment_probability,
+          "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
+ABSL_FLAG(float, cut_perspective, kServerCutouts.perspective_distortion,
+          "perspective distortion of the cutouts (0: none)");
+ABSL_FLAG(float, cut_rotation, kServerCutouts.rotation_degrees, "rotation range of the cutouts, degrees");
+ABSL_FLAG(float, cut_erase_max, kServerCutouts.erase_area_max,
+          "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
+
+namespace clipserve::tools {
+
+generation::CutoutOptions CutoutOptionsFromFlags() {
+  generation::CutoutOptions o;
+  o.augment_probability = absl::GetFlag(FLAGS_cut_augment_probability);
+  o.perspective_distortion = absl::GetFlag(FLAGS_cut_perspective);
+  o.rotation_degrees = absl::GetFlag(FLAGS_cut_rotation);
+  o.erase_area_max = absl::GetFlag(FLAGS_cut_erase_max);
+  o.erase_area_min = std::min(o.erase_area_min, o.erase_area_max);
+  return o;
+}
+
+}  // namespace clipserve::tools
