@@ -438,6 +438,10 @@ TEST_F(TrainClipTest, FineTunesFromADirectoryWithGenerationCutouts) {
 
   f.generation_cutouts = 1.5;
   EXPECT_EQ(TrainClip(f).status().code(), absl::StatusCode::kInvalidArgument);
+  f.generation_cutouts = 0.5;
+  f.generation_cutout_options.perspective_distortion = 2;
+  EXPECT_EQ(TrainClip(f).status().code(), absl::StatusCode::kInvalidArgument);
+  f.generation_cutout_options = {};
   f.generation_cutouts = 0;
   f.init_from = base / "missing";
   EXPECT_EQ(TrainClip(f).status().code(), absl::StatusCode::kInvalidArgument);

@@ -75,6 +75,7 @@ absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
 }
 
 absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
+  if (options.cutouts.has_value()) CLIPSERVE_RETURN_IF_ERROR(generation::ValidateCutoutOptions(*options.cutouts));
   CLIPSERVE_ASSIGN_OR_RETURN(auto bundle, clip::ClipBundle::Load({.dir = options.models / "clip"}));
   std::unique_ptr<shapes::SceneSampler> holder;
   CLIPSERVE_ASSIGN_OR_RETURN(shapes::SceneSampler * sampler,
@@ -140,7 +141,8 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
         group_images.push_back(e.image);
         captions.push_back(e.caption);
       }
-      CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gi, EmbedImages(*bundle, group_images, options.batch_size, options.cutouts, generator));
+      CLIPSERVE_ASSIGN_OR_RETURN(
+          at::Tensor gi, EmbedImages(*bundle, group_images, options.batch_size, options.cutouts, generator));
       CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor gt, EmbedTexts(*bundle, captions));
       const at::Tensor scores = at::mm(gt, gi.t());  // [captions, images]
       for (int q = 0; q < kGroup; ++q) {

@@ -21,7 +21,8 @@ ABSL_FLAG(bool, generation_cutouts, false,
 ABSL_FLAG(bool, breakdown, false, "add shape accuracy per shape and per size class, and the shape confusions");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("shapes-eval --models=DIR --seed=S --count=N [--json] [--breakdown] [--generation_cutouts]");
+  absl::SetProgramUsageMessage(
+      "shapes-eval --models=DIR --seed=S --count=N [--json] [--breakdown] [--generation_cutouts [--cut_*=X]]");
   absl::ParseCommandLine(argc, argv);
   clipserve::ConfigureCpuThreads({});
   clipserve::shapes_eval::EvalOptions options{.models = absl::GetFlag(FLAGS_models),

@@ -525,6 +525,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   if (!(o.generation_cutouts >= 0 && o.generation_cutouts <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
   }
+  CLIPSERVE_RETURN_IF_ERROR(generation::ValidateCutoutOptions(o.generation_cutout_options));
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("creating ", o.out_dir.string(), ": ", ec.message()));
