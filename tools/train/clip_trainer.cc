@@ -117,6 +117,7 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
   for (int g = 0; g < groups; ++g) {
     std::swap(colours[g], colours[g + batch_rng.Below(colours.size() - g)]);
   }
+  std::vector<int64_t> cutout_rows;  // items that also go through generation's cutouts
   for (int i = 0; i < b; ++i) {
     const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
     cv::Mat image;
@@ -150,21 +151,18 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
     AugmentAndNormalize(image, bounds, pre, augment, rng, px + static_cast<size_t>(i) * 3 * s * s);
     CLIPSERVE_RETURN_IF_ERROR(
         tok.EncodePadded(caption, clip::Truncation::kTruncate, absl::MakeSpan(ids + i * l, l), nullptr));
+    if (o.generation_cutouts > 0 &&
+        shapes::Rng::For(o.seed, index, /*stream=*/0x63757473).Bernoulli(o.generation_cutouts)) {
+      cutout_rows.push_back(i);
+    }
   }
-  if (o.generation_cutouts > 0) {
-    std::vector<int64_t> rows;
-    for (int i = 0; i < b; ++i) {
-      const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
-      if (shapes::Rng::For(o.seed, index, /*stream=*/0x63757473).Bernoulli(o.generation_cutouts)) rows.push_back(i);
-    }
-    if (!rows.empty()) {
-      at::Generator generator = at::detail::createCPUGenerator(
-          shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x63757467).Next());
-      const at::Tensor selected = at::tensor(rows, at::kLong);
-      batch.pixels.index_copy_(0, selected,
-                               generation::AugmentLikeCutouts(batch.pixels.index_select(0, selected), pre.mean,
-                                                              pre.std, o.generation_cutout_options, generator));
-    }
+  if (!cutout_rows.empty()) {
+    at::Generator generator = at::detail::createCPUGenerator(
+        shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x63757467).Next());
+    const at::Tensor selected = at::tensor(cutout_rows, at::kLong);
+    batch.pixels.index_copy_(0, selected,
+                             generation::AugmentLikeCutouts(batch.pixels.index_select(0, selected), pre.mean,
+                                                            pre.std, o.generation_cutout_options, generator));
   }
   return batch;
 }

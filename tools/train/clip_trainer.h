@@ -30,8 +30,8 @@
 #include <torch/serialize/archive.h>
 
 #include "absl/status/statusor.h"
-#include "server/models/clip/config.h"
 #include "server/generation/cutouts.h"
+#include "server/models/clip/config.h"
 #include "server/models/clip/preprocess.h"
 #include "tools/shapes/world.h"
 
