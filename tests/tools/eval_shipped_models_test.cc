@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 #include "tools/eval/shapes_eval.h"
+#include "tools/shapes/world.h"
 
 namespace clipserve::shapes_eval {
 namespace {
@@ -38,6 +39,42 @@ TEST(ShippedModelsTest, KeepTheirMeasuredQuality) {
   EXPECT_GE(r->retrieval->recall_at_5, kMinRecallAt5);
   EXPECT_GE(r->vqgan->psnr_db, kMinPsnrDb);
   EXPECT_GE(r->vqgan->codebook_used, kMinCodebookUsed);
+}
+
+// ZeroShotLabels (gen-eval's reading of its pictures by the CLIP) is the zero-shot classification of Evaluate:
+// on the same held-out scenes it gives the same accuracies.
+TEST(ShippedModelsTest, ZeroShotLabelsReadPicturesAsEvaluateDoes) {
+  const std::filesystem::path models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  constexpr int kCount = 60;
+  constexpr uint64_t kSeed = 1'000'555;
+  auto evaluated = Evaluate({.models = models, .seed = kSeed, .count = kCount});
+  ASSERT_THAT(evaluated, IsOk());
+  ASSERT_TRUE(evaluated->zero_shot);
+  auto bundle = clip::ClipBundle::Load({.dir = models / "clip"});
+  ASSERT_THAT(bundle, IsOk());
+  auto sampler = shapes::SceneSampler::Create({.split = shapes::Split::kEval, .seed = kSeed});
+  ASSERT_THAT(sampler, IsOk());
+  std::vector<cv::Mat> images;
+  std::vector<shapes::Scene> scenes;
+  for (int i = 0; i < kCount; ++i) {
+    shapes::Example e = (*sampler)->Sample(static_cast<uint64_t>(i));
+    images.push_back(e.image);
+    scenes.push_back(e.scene);
+  }
+  auto labels = ZeroShotLabels(**bundle, images);
+  ASSERT_THAT(labels, IsOk());
+  ASSERT_EQ(labels->size(), images.size());
+  int colour = 0, shape = 0;
+  for (int i = 0; i < kCount; ++i) {
+    colour += (*labels)[i].colour == scenes[i].colour;
+    shape += (*labels)[i].shape == scenes[i].shape;
+  }
+  EXPECT_DOUBLE_EQ(static_cast<double>(colour) / kCount, evaluated->zero_shot->colour);
+  EXPECT_DOUBLE_EQ(static_cast<double>(shape) / kCount, evaluated->zero_shot->shape);
+  EXPECT_GE(shape, kCount * 3 / 4);
+  auto none = ZeroShotLabels(**bundle, {});
+  ASSERT_THAT(none, IsOk());
+  EXPECT_TRUE(none->empty());
 }
 
 }  // namespace

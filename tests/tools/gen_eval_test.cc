@@ -35,6 +35,9 @@ TEST(GenEvalTest, ShippedModelsDrawThePromptsColourAndShape) {
   ASSERT_EQ(r->runs.size(), 6u);
   EXPECT_GE(r->colour_agreement, kMinColour);
   EXPECT_EQ(r->similarity_rose, 1.0);  // CLIP's similarity to the prompt rose in every run
+  for (const gen_eval::Run& run : r->runs) {
+    EXPECT_FALSE(run.clip_colour.empty() || run.clip_shape.empty()) << run.prompt;  // the CLIP's own reading
+  }
 }
 
 TEST(GenEvalTest, RunsTheSeedsFromFirstSeed) {

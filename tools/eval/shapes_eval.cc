@@ -227,4 +227,27 @@ absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
   return result;
 }
 
+absl::StatusOr<std::vector<Label>> ZeroShotLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& rgb) {
+  std::vector<Label> pairs;
+  std::vector<std::string> prompts;
+  for (shapes::Colour c : shapes::kShapeColours) {
+    for (shapes::Shape s : shapes::kShapes) {
+      pairs.push_back({c, s});
+      prompts.push_back(shapes::ZeroShotPrompt(c, s));
+    }
+  }
+  std::vector<Label> labels;
+  if (rgb.empty()) return labels;
+  CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("reading pictures with the CLIP", [&]() -> absl::Status {
+    c10::InferenceMode guard;
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(bundle, prompts));
+    at::Generator unused = at::detail::createCPUGenerator(0);
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(bundle, rgb, 50, std::nullopt, unused));
+    const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
+    for (int64_t i = 0; i < predicted.size(0); ++i) labels.push_back(pairs[predicted[i].item<int64_t>()]);
+    return absl::OkStatus();
+  }));
+  return labels;
+}
+
 }  // namespace clipserve::shapes_eval

@@ -7,9 +7,13 @@
 #include <optional>
 #include <string>
 
+#include <opencv2/core/mat.hpp>
+
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "server/generation/cutouts.h"
+#include "server/models/clip/clip_bundle.h"
+#include "tools/shapes/world.h"
 
 namespace clipserve::shapes_eval {
 
@@ -52,5 +56,13 @@ struct EvalResult {
 };
 
 absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options);
+
+// The CLIP's zero-shot reading of arbitrary pictures (RGB, CV_8UC3, any size; the server's preprocessing, no
+// cutouts): for each, the (colour, shape) pair of the world whose prompt shapes::ZeroShotPrompt is nearest.
+struct Label {
+  shapes::Colour colour;
+  shapes::Shape shape;
+};
+absl::StatusOr<std::vector<Label>> ZeroShotLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& rgb);
 
 }  // namespace clipserve::shapes_eval

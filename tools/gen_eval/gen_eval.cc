@@ -10,6 +10,7 @@
 #include "server/common/status_macros.h"
 #include "server/models/clip/clip_bundle.h"
 #include "server/models/vqgan/vqgan.h"
+#include "tools/eval/shapes_eval.h"
 #include "tools/judge/judge.h"
 
 namespace clipserve::gen_eval {
@@ -36,12 +37,16 @@ nlohmann::json GenEvalResult::ToJson() const {
                          {"judged_shape", r.judged_shape},
                          {"colour_ok", r.colour_ok},
                          {"shape_ok", r.shape_ok},
+                         {"clip_colour", r.clip_colour},
+                         {"clip_shape", r.clip_shape},
                          {"first_similarity", r.first_similarity},
                          {"last_similarity", r.last_similarity}});
   }
   return {{"colour_agreement", colour_agreement},
           {"shape_agreement", shape_agreement},
           {"similarity_rose", similarity_rose},
+          {"clip_colour_agreement", clip_colour_agreement},
+          {"clip_shape_agreement", clip_shape_agreement},
           {"runs", runs_json},
           {"seconds", seconds},
           {"job_steps", job_steps}};
@@ -94,7 +99,8 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     }
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  int colour_ok = 0, shape_ok = 0, rose = 0;
+  int colour_ok = 0, shape_ok = 0, rose = 0, clip_colour_ok = 0, clip_shape_ok = 0;
+  std::vector<cv::Mat> finals;
   if (!o.out_dir.empty()) std::filesystem::create_directories(o.out_dir);
   // A contact sheet: one row per prompt, one column per seed, enlarged 3×.
   constexpr int kZoom = 3;
@@ -105,6 +111,7 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, p.job->Render(models));
     const at::Tensor hwc = image.mul(255).round().clamp(0, 255).to(at::kByte).permute({1, 2, 0}).contiguous();
     const cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3, hwc.data_ptr<uint8_t>());
+    finals.push_back(rgb.clone());
     const judge::Judgement j = judge::JudgeImage(rgb);
     Run& run = p.run;
     if (j.found) {
@@ -129,10 +136,22 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     result.runs.push_back(run);
   }
   if (!o.out_dir.empty()) cv::imwrite((o.out_dir / "sheet.png").string(), sheet);
+  CLIPSERVE_ASSIGN_OR_RETURN(std::vector<shapes_eval::Label> read, shapes_eval::ZeroShotLabels(*models.clip, finals));
+  for (size_t i = 0; i < all.size(); ++i) {
+    Run& run = result.runs[i];
+    run.clip_colour = std::string(shapes::ColourName(read[i].colour));
+    run.clip_shape = std::string(shapes::ShapeName(read[i].shape));
+    run.clip_colour_ok = read[i].colour == all[i].prompt->colour;
+    run.clip_shape_ok = read[i].shape == all[i].prompt->shape;
+    clip_colour_ok += run.clip_colour_ok;
+    clip_shape_ok += run.clip_shape_ok;
+  }
   const double n = static_cast<double>(std::max<size_t>(1, all.size()));
   result.colour_agreement = colour_ok / n;
   result.shape_agreement = shape_ok / n;
   result.similarity_rose = rose / n;
+  result.clip_colour_agreement = clip_colour_ok / n;
+  result.clip_shape_agreement = clip_shape_ok / n;
   return result;
 }
 

@@ -51,6 +51,11 @@ struct Run {
   uint64_t seed = 0;
   std::string judged_colour, judged_shape;  // "" when the judge found nothing
   bool colour_ok = false, shape_ok = false;
+  // The steering CLIP's own zero-shot reading of the final picture (no cutouts): a picture it takes for the
+  // prompt's shape while the judge does not is the adversarial failure; one it does not is an optimisation
+  // that did not get there.
+  std::string clip_colour, clip_shape;
+  bool clip_colour_ok = false, clip_shape_ok = false;
   float first_similarity = 0, last_similarity = 0;
 };
 
@@ -59,6 +64,8 @@ struct GenEvalResult {
   double colour_agreement = 0;  // share of runs whose picture shows the prompt's colour
   double shape_agreement = 0;
   double similarity_rose = 0;   // share of runs whose final similarity exceeds the first
+  double clip_colour_agreement = 0;  // share of runs whose final picture the CLIP reads as the prompt's colour
+  double clip_shape_agreement = 0;
   double seconds = 0;
   int64_t job_steps = 0;
   nlohmann::json ToJson() const;

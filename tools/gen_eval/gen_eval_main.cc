@@ -64,13 +64,17 @@ int main(int argc, char** argv) {
     std::cout << result->ToJson().dump() << "\n";
   } else {
     for (const auto& r : result->runs) {
-      std::printf("%-45s seed %2llu: judged %-7s %-9s %s%s  similarity %.3f -> %.3f\n", r.prompt.c_str(),
-                  static_cast<unsigned long long>(r.seed), r.judged_colour.c_str(), r.judged_shape.c_str(),
-                  r.colour_ok ? "C" : "-", r.shape_ok ? "S" : "-", r.first_similarity, r.last_similarity);
+      std::printf("%-45s seed %2llu: judged %-7s %-9s %s%s  CLIP reads %-7s %-9s  similarity %.3f -> %.3f\n",
+                  r.prompt.c_str(), static_cast<unsigned long long>(r.seed), r.judged_colour.c_str(),
+                  r.judged_shape.c_str(), r.colour_ok ? "C" : "-", r.shape_ok ? "S" : "-", r.clip_colour.c_str(),
+                  r.clip_shape.c_str(), r.first_similarity, r.last_similarity);
     }
-    std::printf("colour %.1f %%, shape %.1f %%, similarity rose in %.1f %% of %zu runs; %lld job-steps in %.1f s\n",
-                100 * result->colour_agreement, 100 * result->shape_agreement, 100 * result->similarity_rose,
-                result->runs.size(), static_cast<long long>(result->job_steps), result->seconds);
+    std::printf(
+        "judge: colour %.1f %%, shape %.1f %%; CLIP reads colour %.1f %%, shape %.1f %%; similarity rose in %.1f %% "
+        "of %zu runs; %lld job-steps in %.1f s\n",
+        100 * result->colour_agreement, 100 * result->shape_agreement, 100 * result->clip_colour_agreement,
+        100 * result->clip_shape_agreement, 100 * result->similarity_rose, result->runs.size(),
+        static_cast<long long>(result->job_steps), result->seconds);
   }
   return 0;
 }
