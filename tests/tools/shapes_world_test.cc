@@ -492,6 +492,47 @@ TEST(SceneSamplerTest, FieldsAreOneColourWithNoShapeAndNameOnlyTheColour) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a shape colour")));
 }
 
+TEST(BestShapeOverlapTest, WorldShapesScoreHighBlobsLowEmptyZero) {
+  auto sampler = MakeSampler({.seed = 13});
+  double lowest_shape = 1;
+  for (uint64_t i = 0; i < 200; ++i) {
+    auto r = Render(sampler->SceneAt(i), sampler->options().render);
+    ASSERT_THAT(r, IsOk());
+    lowest_shape = std::min(lowest_shape, BestShapeOverlap(r->alpha));
+  }
+  std::printf("lowest BestShapeOverlap of 200 world shapes: %.3f\n", lowest_shape);
+  EXPECT_GE(lowest_shape, 0.75);
+  EXPECT_GT(lowest_shape, kMaxBlobOverlap);
+  EXPECT_EQ(BestShapeOverlap(cv::Mat::zeros(64, 64, CV_8UC1)), 0);
+}
+
+TEST(SceneSamplerTest, BlobsAreLumpsOfTheColourThatAreNoneOfTheShapes) {
+  auto sampler = MakeSampler({.seed = 14});
+  for (uint64_t i = 0; i < 60; ++i) {
+    auto a = sampler->SampleBlob(i, Colour::kRed);
+    auto b = sampler->SampleBlob(i, Colour::kRed);
+    ASSERT_THAT(a, IsOk());
+    ASSERT_THAT(b, IsOk());
+    EXPECT_TRUE(SameBytes(a->image, b->image));
+    EXPECT_EQ(a->caption, b->caption);
+    EXPECT_TRUE(absl::EndsWith(a->caption, "a red blob")) << a->caption;
+    EXPECT_LT(a->overlap, kMaxBlobOverlap);
+    EXPECT_NE(a->background.colour, Colour::kRed);
+    // The blob covers a real part of the picture in (about) the shape colour.
+    int red = 0;
+    for (int y = 0; y < a->image.rows; ++y) {
+      for (int x = 0; x < a->image.cols; ++x) {
+        const cv::Vec3b p = a->image.at<cv::Vec3b>(y, x);
+        red += ColourDistance({p[0], p[1], p[2]}, ColourRgb(Colour::kRed)) < 40;
+      }
+    }
+    EXPECT_GT(red, a->image.total() / 20) << i;
+  }
+  EXPECT_FALSE(SameBytes(sampler->SampleBlob(0, Colour::kRed)->image, sampler->SampleBlob(1, Colour::kRed)->image));
+  EXPECT_THAT(sampler->SampleBlob(0, Colour::kGray),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a shape colour")));
+}
+
 TEST(DistinctPairsTest, FortyImagesWithAllDifferentLabelPairs) {
   auto sampler = MakeSampler({.split = Split::kEval, .seed = 1'000'001});
   auto group = sampler->DistinctPairs(7, 40);

@@ -20,6 +20,8 @@ namespace clipserve::train {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 ClipTrainerOptions TinyOptions(const fs::path& dir) {
   ClipTrainerOptions o;
@@ -161,6 +163,41 @@ TEST_F(TrainClipTest, FieldLabelsComeAfterEveryPairLabel) {
     fields.insert(FieldLabelOf(c));
   }
   EXPECT_EQ(fields.size(), shapes::kShapeColours.size());
+}
+
+TEST_F(TrainClipTest, BlobLabelsComeAfterEveryFieldLabel) {
+  std::set<int> blobs;
+  for (shapes::Colour c : shapes::kShapeColours) {
+    for (shapes::Colour field : shapes::kBackgroundColours) EXPECT_GT(BlobLabelOf(c), FieldLabelOf(field));
+    blobs.insert(BlobLabelOf(c));
+  }
+  EXPECT_EQ(blobs.size(), shapes::kShapeColours.size());
+}
+
+TEST_F(TrainClipTest, BlobsJoinTheBatchesAndTheVocabulary) {
+  const fs::path with = TempDir("blobs"), without = TempDir("noblobs");
+  ClipTrainerOptions o = TinyOptions(with);
+  o.max_steps = 2;
+  o.ema_decay = 0;
+  o.blob_fraction = 0.25;  // two blobs per colour group of 8, after its field
+  o.bpe_vocab_size = 1024;  // room for every word of the world (the BPE stops when words are whole)
+  auto a = TrainClip(o);
+  ASSERT_TRUE(a.ok()) << a.status();
+  // The BPE learnt the word from the blob captions in its corpus.
+  std::ifstream vocab(with / "vocab.json");
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(vocab), {}), HasSubstr("\"blob</w>\""));
+  o.out_dir = without;
+  o.blob_fraction = 0;
+  auto b = TrainClip(o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_NE(a->losses[0], b->losses[0]);
+  std::ifstream plain_vocab(without / "vocab.json");
+  EXPECT_THAT(std::string(std::istreambuf_iterator<char>(plain_vocab), {}), Not(HasSubstr("\"blob</w>\"")));
+  for (double blobs : {-0.1, 0.9}) {  // 0.9 + the field fraction 0.125 > 1
+    o.blob_fraction = blobs;
+    EXPECT_EQ(TrainClip(o).status().code(), absl::StatusCode::kInvalidArgument) << blobs;
+  }
+  for (const fs::path& dir : {with, without}) fs::remove_all(dir);
 }
 
 TEST_F(TrainClipTest, SinCosPositionsMatchTheFormula) {

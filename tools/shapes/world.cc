@@ -69,6 +69,7 @@ constexpr uint64_t kPairsStream = 4;
 constexpr uint64_t kColourStream = 5;
 constexpr uint64_t kColourCaptionStream = 6;
 constexpr uint64_t kFieldStream = 7;
+constexpr uint64_t kBlobStream = 8;
 
 constexpr double kPi = 3.14159265358979323846;
 
@@ -263,8 +264,9 @@ void DrawBackground(const Background& bg, cv::Mat* image) {
   }
 }
 
-// The shape's coverage, 0..255, at image_size: rasterised at image_size * supersample, then box-averaged.
-cv::Mat DrawAlpha(const Scene& scene, const RenderOptions& options) {
+// The coverage, 0..255, at image_size of `outline` (unit coordinates) placed as a scene places its shape
+// (extent, centre, rotation): rasterised at image_size * supersample, then box-averaged.
+cv::Mat DrawOutlineAlpha(const Outline& outline, const Scene& scene, const RenderOptions& options) {
   const int n = options.image_size, ss = options.supersample;
   const int big = n * ss;
   cv::Mat canvas = cv::Mat::zeros(big, big, CV_8UC1);
@@ -274,7 +276,7 @@ cv::Mat DrawAlpha(const Scene& scene, const RenderOptions& options) {
   const double r = scene.extent * n / 2;  // output pixels per unit
   const double cx = scene.center_x * n, cy = scene.center_y * n;
   for (bool holes : {false, true}) {
-    for (const Contour& contour : UnitOutline(scene.shape)) {
+    for (const Contour& contour : outline) {
       if (contour.hole != holes) continue;
       std::vector<cv::Point> pts;
       pts.reserve(contour.points.size());
@@ -308,12 +310,13 @@ cv::Mat DrawAlpha(const Scene& scene, const RenderOptions& options) {
   return alpha;
 }
 
-Rendering RenderUnchecked(const Scene& scene, const RenderOptions& options) {
+// The scene's background with `alpha` filled in the scene's colour.
+Rendering Composite(const Scene& scene, cv::Mat alpha, const RenderOptions& options) {
   const int n = options.image_size;
   Rendering out;
   out.image.create(n, n, CV_8UC3);
   DrawBackground(scene.background, &out.image);
-  out.alpha = DrawAlpha(scene, options);
+  out.alpha = std::move(alpha);
   const int fg[3] = {scene.rgb.r, scene.rgb.g, scene.rgb.b};
   for (int y = 0; y < n; ++y) {
     uint8_t* px = out.image.ptr<uint8_t>(y);
@@ -328,6 +331,86 @@ Rendering RenderUnchecked(const Scene& scene, const RenderOptions& options) {
   }
   return out;
 }
+
+Rendering RenderUnchecked(const Scene& scene, const RenderOptions& options) {
+  return Composite(scene, DrawOutlineAlpha(UnitOutline(scene.shape), scene, options), options);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Blobs
+
+// A random lump: radius 1 + Σ a_k cos(kθ + φ_k) over k = 2..6 (one of k = 2..4 at least 0.12) (plus, for half of them, a rough edge of
+// k = 7..12), stretched along x, then normalised like the shapes' outlines.
+Outline BlobOutline(Rng& rng) {
+  std::array<double, 11> amplitude{}, phase{};
+  for (int k = 2; k <= 12; ++k) {
+    const double scale = k <= 6 ? 0.35 / std::pow(k - 1, 0.7) : 0.04;
+    amplitude[k - 2] = k <= 6 || rng.Bernoulli(0.5) ? rng.Uniform(0, scale) : 0.0;
+    phase[k - 2] = rng.Uniform(0, 2 * kPi);
+  }
+  // One of k = 2..4 at least 0.12, so that the lump is never nearly round.
+  double& dominant = amplitude[rng.Below(3)];
+  dominant = std::max(dominant, rng.Uniform(0.12, 0.3));
+  const double stretch = rng.Uniform(0.75, 1.33);
+  constexpr int kPoints = 128;
+  std::vector<cv::Point2d> p;
+  p.reserve(kPoints);
+  for (int i = 0; i < kPoints; ++i) {
+    const double t = 2 * kPi * i / kPoints;
+    double r = 1;
+    for (int k = 2; k <= 12; ++k) r += amplitude[k - 2] * std::cos(k * t + phase[k - 2]);
+    r = std::max(r, 0.25);
+    p.emplace_back(stretch * r * std::cos(t), r * std::sin(t));
+  }
+  return Normalise({{p}});
+}
+
+constexpr int kMaskSide = 32;
+
+// `alpha` (coverage 0..255) thresholded at half, cropped to its bounding box and resized to kMaskSide square
+// (nearest); empty if nothing is covered.
+cv::Mat BoxMask(const cv::Mat& alpha) {
+  cv::Mat binary = alpha > 127;
+  const cv::Rect box = cv::boundingRect(binary);
+  if (box.area() == 0) return {};
+  cv::Mat mask;
+  cv::resize(binary(box), mask, {kMaskSide, kMaskSide}, 0, 0, cv::INTER_NEAREST);
+  return mask;
+}
+
+// Box masks of every shape at the rotations scenes use (5° steps within each shape's limit).
+const std::vector<cv::Mat>& ShapeBoxMasks() {
+  static const auto* masks = [] {
+    auto* v = new std::vector<cv::Mat>;
+    for (Shape shape : kShapes) {
+      for (double angle = -20; angle <= 20; angle += 5) {
+        if (std::fabs(angle) > ShapeMaxRotation(shape)) continue;
+        Scene scene;
+        scene.shape = shape;
+        scene.extent = 0.7;
+        scene.rotation_deg = angle;
+        v->push_back(BoxMask(DrawOutlineAlpha(UnitOutline(shape), scene, {.image_size = 128})));
+      }
+    }
+    return v;
+  }();
+  return *masks;
+}
+
+}  // namespace
+
+double BestShapeOverlap(const cv::Mat& alpha) {
+  const cv::Mat mask = BoxMask(alpha);
+  if (mask.empty()) return 0;
+  double best = 0;
+  for (const cv::Mat& m : ShapeBoxMasks()) {
+    const double both = cv::countNonZero(mask & m), either = cv::countNonZero(mask | m);
+    best = std::max(best, either > 0 ? both / either : 0.0);
+  }
+  return best;
+}
+
+namespace {
 
 absl::Status CheckRenderOptions(const RenderOptions& o) {
   if (o.image_size < 8 || o.image_size > 2048) {
@@ -756,6 +839,33 @@ absl::StatusOr<FieldExample> SceneSampler::SampleField(uint64_t index, Colour co
     f.caption = absl::StrCat(kPrefixes[rng.Below(std::size(kPrefixes))], " ", f.caption);
   }
   return f;
+}
+
+absl::StatusOr<BlobExample> SceneSampler::SampleBlob(uint64_t index, Colour colour) const {
+  if (!InTable(colour, kShapeColours)) return absl::InvalidArgumentError("SampleBlob: not a shape colour");
+  Rng rng = Rng::For(options_.seed, index, kBlobStream);
+  // A scene of this colour gives the background, the jittered colour and a placement; the blob replaces its
+  // shape, larger and freer than the world's shapes (generation's lumps often fill the frame).
+  Scene scene = Draw(rng, colour, std::nullopt);
+  scene.extent = rng.Uniform(0.45, 1.1);
+  scene.center_x = rng.Uniform(0.3, 0.7);
+  scene.center_y = rng.Uniform(0.3, 0.7);
+  scene.rotation_deg = rng.Uniform(-180, 180);
+  BlobExample b;
+  cv::Mat alpha;
+  for (int attempt = 0;; ++attempt) {
+    alpha = DrawOutlineAlpha(BlobOutline(rng), scene, options_.render);
+    b.overlap = BestShapeOverlap(alpha);
+    // Drawn until it is none of the world's shapes; a few draws suffice (the test measures how many).
+    if (b.overlap < kMaxBlobOverlap || attempt == 255) break;
+  }
+  b.background = scene.background;
+  b.image = Composite(scene, std::move(alpha), options_.render).image;
+  b.caption = WithArticle(absl::StrCat(ColourName(colour), " blob"));
+  if (rng.Bernoulli(options_.captions.prefix)) {
+    b.caption = absl::StrCat(kPrefixes[rng.Below(std::size(kPrefixes))], " ", b.caption);
+  }
+  return b;
 }
 
 absl::StatusOr<std::vector<Example>> SceneSampler::DistinctPairs(uint64_t group, int count) const {

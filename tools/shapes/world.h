@@ -291,6 +291,25 @@ struct FieldExample {
   std::string caption;
 };
 
+// A blob: a random lump of a shape colour that is none of the world's shapes (its BestShapeOverlap is below
+// kMaxBlobOverlap), on a world background, captioned "a red blob" ("[prefix ]a <colour> blob"). Generation
+// steered by a CLIP that has seen only the ten shapes satisfies it with such lumps (bumps where a star has
+// points, a notch where a heart has its cleft); trainers mix blobs into batches as negatives of the shape
+// captions of their colour, so that a lump does not pass for a shape.
+struct BlobExample {
+  Background background;
+  cv::Mat image;  // CV_8UC3 RGB, render.image_size square
+  std::string caption;
+  double overlap = 0;  // BestShapeOverlap of the blob
+};
+inline constexpr double kMaxBlobOverlap = 0.7;
+
+// How much a silhouette (coverage 0..255, CV_8UC1) looks like one of the world's shapes: the best IoU between
+// it and a shape's silhouette (at the rotations scenes use, in 5° steps), each cropped to its
+// bounding box and resized to the same square. A rendered world shape scores about 0.9 or more; 0 for an empty
+// picture.
+double BestShapeOverlap(const cv::Mat& alpha);
+
 // A scene, its image and one caption.
 struct Example {
   Scene scene;
@@ -318,6 +337,8 @@ class SceneSampler {
   // options.colours; INVALID_ARGUMENT for gray); shape and the rest are drawn as usual. Its randomness is a
   // stream of its own. Trainers use it for batches whose items share a colour, so only shape tells them apart.
   absl::StatusOr<Example> SampleWithColour(uint64_t index, Colour colour) const;
+  // A blob (see BlobExample) of `colour` (a shape colour; INVALID_ARGUMENT for gray). A stream of its own.
+  absl::StatusOr<BlobExample> SampleBlob(uint64_t index, Colour colour) const;
   // A field (see FieldExample) of `colour` (a shape colour; INVALID_ARGUMENT for gray), plain or noisy with
   // equal odds, and a caption ("[prefix ]a [noisy ]<colour> background"). A stream of its own.
   absl::StatusOr<FieldExample> SampleField(uint64_t index, Colour colour) const;

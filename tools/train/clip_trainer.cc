@@ -73,6 +73,8 @@ absl::StatusOr<int> BuildTokenizer(const ClipTrainerOptions& o) {
   }
   for (shapes::Colour colour : shapes::kShapeColours) {
     for (shapes::Shape shape : shapes::kShapes) corpus.push_back(shapes::ZeroShotPrompt(colour, shape));
+    // Blob captions (only when blobs are trained on, so the tokenizer of the recipes without them is unchanged).
+    if (o.blob_fraction > 0) corpus.push_back(absl::StrCat("a photo of ", shapes::Article(shapes::ColourName(colour)), " ", shapes::ColourName(colour), " blob"));
   }
   for (const std::string& text : corpus) CLIPSERVE_RETURN_IF_ERROR(bpe->AddText(text));
   CLIPSERVE_ASSIGN_OR_RETURN(bpe::BpeVocabulary vocab, bpe->Train());
@@ -127,9 +129,16 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
       const int group = i * groups / b;
       const int group_start = (group * b + groups - 1) / groups;  // first i with i * groups / b == group
       const int group_size = ((group + 1) * b + groups - 1) / groups - group_start;
-      if (i - group_start < static_cast<int>(o.field_fraction * group_size)) {
+      const int fields = static_cast<int>(o.field_fraction * group_size);
+      const int blobs = static_cast<int>(o.blob_fraction * group_size);
+      if (i - group_start < fields) {
         CLIPSERVE_ASSIGN_OR_RETURN(shapes::FieldExample f, sampler.SampleField(index, colours[group]));
         batch.facts[i] = {.label = FieldLabelOf(colours[group])};
+        image = f.image;
+        caption = std::move(f.caption);
+      } else if (i - group_start < fields + blobs) {
+        CLIPSERVE_ASSIGN_OR_RETURN(shapes::BlobExample f, sampler.SampleBlob(index, colours[group]));
+        batch.facts[i] = {.label = BlobLabelOf(colours[group])};
         image = f.image;
         caption = std::move(f.caption);
       } else {
@@ -378,6 +387,10 @@ int FieldLabelOf(shapes::Colour colour) {
   return static_cast<int>(shapes::kBackgroundColours.size()) * kNumShapes + static_cast<int>(colour);
 }
 
+int BlobLabelOf(shapes::Colour colour) {
+  return FieldLabelOf(shapes::Colour::kGray) + 1 + static_cast<int>(colour);
+}
+
 at::Tensor SinCosPositions2d(int grid, int width) {
   TORCH_CHECK(width % 4 == 0, "SinCosPositions2d: width ", width, " is not a multiple of 4");
   const int quarter = width / 4;
@@ -520,6 +533,10 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   if (o.out_dir.empty()) return absl::InvalidArgumentError("out_dir is required");
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kTrain, o.seed));
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kEval, o.eval_seed));
+  if (!(o.field_fraction >= 0 && o.blob_fraction >= 0 && o.field_fraction + o.blob_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("field_fraction and blob_fraction must be >= 0 with a sum <= 1, got ",
+                                                   o.field_fraction, " and ", o.blob_fraction));
+  }
   if (!(o.generation_cutouts >= 0 && o.generation_cutouts <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
   }

@@ -82,6 +82,12 @@ struct ClipTrainerOptions {
   // its own. They are negatives of every shape caption of that colour, so colour alone cannot match "a red
   // circle": generation steered by this CLIP must draw the shape, not fill the picture with red.
   double field_fraction = 0;
+  // This fraction of each colour group (rounded down, after the fields) is blobs: random lumps of the group's
+  // colour that are none of the ten shapes, captioned "a red blob" (shapes::SceneSampler::SampleBlob), each
+  // colour one label of its own. They are negatives of every shape caption of that colour, so that a lump with
+  // bumps does not pass for a star: generation steered by a CLIP trained without them draws such lumps, which
+  // that CLIP reads as the prompt's shape and the judge does not (docs/generation.md). fields + blobs ≤ 1.
+  double blob_fraction = 0;
   // > 0: the vision position embeddings start from a 2-D sine-cosine table times this (see SinCosPositions2d);
   // 0: from N(0, 0.02) as transformers initialises them.
   double sincos_position_scale = 0;
@@ -194,6 +200,8 @@ at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor&
 int LabelOf(shapes::Colour colour, shapes::Shape shape);
 // The label id of a field (a picture of one colour and no shape): past every LabelOf.
 int FieldLabelOf(shapes::Colour colour);
+// The label id of a blob (a lump of one colour that is none of the shapes): past every FieldLabelOf.
+int BlobLabelOf(shapes::Colour colour);
 
 // The 2-D sine-cosine position table of MAE for a grid x grid ViT of the given width (a multiple of 4), with a
 // zero row first for the class token: [1 + grid * grid, width]; patch (row r, column c) gets

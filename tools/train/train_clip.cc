@@ -39,6 +39,9 @@ ABSL_FLAG(double, augment_probability, 0.85, "share of each batch that is augmen
 ABSL_FLAG(int, colour_groups, 4, "same-colour groups per batch (hard negatives on shape; 0: independent draws)");
 ABSL_FLAG(double, field_fraction, 0,
           "fraction of each colour group that is shapeless fields of the group's colour (\"a red background\")");
+ABSL_FLAG(double, blob_fraction, 0,
+          "fraction of each colour group that is blobs: lumps of the group's colour that are none of the shapes "
+          "(\"a red blob\"), negatives of the shape captions");
 ABSL_FLAG(double, sincos_position_scale, 0,
           "vision position embeddings start from a 2-D sine-cosine table times this (0: N(0, 0.02))");
 ABSL_FLAG(bool, caption_targets, false,
@@ -89,6 +92,7 @@ int main(int argc, char** argv) {
   o.augment_probability = absl::GetFlag(FLAGS_augment_probability);
   o.colour_groups = absl::GetFlag(FLAGS_colour_groups);
   o.field_fraction = absl::GetFlag(FLAGS_field_fraction);
+  o.blob_fraction = absl::GetFlag(FLAGS_blob_fraction);
   o.caption_targets = absl::GetFlag(FLAGS_caption_targets);
   o.caption_target_parts = {};
   for (const std::string& part : absl::GetFlag(FLAGS_caption_target_parts)) {
