@@ -845,9 +845,9 @@ absl::StatusOr<BlobExample> SceneSampler::SampleBlob(uint64_t index, Colour colo
   if (!InTable(colour, kShapeColours)) return absl::InvalidArgumentError("SampleBlob: not a shape colour");
   Rng rng = Rng::For(options_.seed, index, kBlobStream);
   // A scene of this colour gives the background, the jittered colour and a placement; the blob replaces its
-  // shape, larger and freer than the world's shapes (generation's lumps often fill the frame).
+  // shape, larger and freer than the world's shapes (generation's lumps often fill the frame and run off it).
   Scene scene = Draw(rng, colour, std::nullopt);
-  scene.extent = rng.Uniform(0.45, 1.1);
+  scene.extent = rng.Uniform(0.45, 1.4);
   scene.center_x = rng.Uniform(0.3, 0.7);
   scene.center_y = rng.Uniform(0.3, 0.7);
   scene.rotation_deg = rng.Uniform(-180, 180);
@@ -856,11 +856,30 @@ absl::StatusOr<BlobExample> SceneSampler::SampleBlob(uint64_t index, Colour colo
   for (int attempt = 0;; ++attempt) {
     alpha = DrawOutlineAlpha(BlobOutline(rng), scene, options_.render);
     b.overlap = BestShapeOverlap(alpha);
-    // Drawn until it is none of the world's shapes; a few draws suffice (the test measures how many).
+    // Drawn until it is none of the world's shapes (a few draws; the bound only guarantees an end).
     if (b.overlap < kMaxBlobOverlap || attempt == 255) break;
   }
+  // Half of them with a soft edge, half with a grainy fill, as generation's lumps have; world shapes have
+  // neither.
+  if (rng.Bernoulli(0.5)) {
+    const double sigma = rng.Uniform(0.8, 2.0) * options_.render.image_size / 64;
+    cv::GaussianBlur(alpha, alpha, {0, 0}, sigma, sigma, cv::BORDER_REPLICATE);
+  }
+  const bool grainy = rng.Bernoulli(0.5);
+  const uint64_t grain_seed = rng.Next();
   b.background = scene.background;
-  b.image = Composite(scene, std::move(alpha), options_.render).image;
+  b.image = Composite(scene, alpha, options_.render).image;
+  if (grainy) {
+    Rng grain = Rng::For(grain_seed, 0, 0);
+    for (int y = 0; y < b.image.rows; ++y) {
+      uint8_t* px = b.image.ptr<uint8_t>(y);
+      const uint8_t* al = alpha.ptr<uint8_t>(y);
+      for (int x = 0; x < b.image.cols; ++x) {
+        const int offset = (grain.UniformInt(-24, 24) * al[x] + 127) / 255;
+        for (int ch = 0; ch < 3; ++ch) px[3 * x + ch] = Clamp255(px[3 * x + ch] + offset);
+      }
+    }
+  }
   b.caption = WithArticle(absl::StrCat(ColourName(colour), " blob"));
   if (rng.Bernoulli(options_.captions.prefix)) {
     b.caption = absl::StrCat(kPrefixes[rng.Below(std::size(kPrefixes))], " ", b.caption);

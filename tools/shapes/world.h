@@ -292,7 +292,8 @@ struct FieldExample {
 };
 
 // A blob: a random lump of a shape colour that is none of the world's shapes (its BestShapeOverlap is below
-// kMaxBlobOverlap), on a world background, captioned "a red blob" ("[prefix ]a <colour> blob"). Generation
+// kMaxBlobOverlap), 0.45–1.4 of the picture (so it may run off it), half of them with a soft edge and half with
+// a grainy fill, on a world background, captioned "a red blob" ("[prefix ]a <colour> blob"). Generation
 // steered by a CLIP that has seen only the ten shapes satisfies it with such lumps (bumps where a star has
 // points, a notch where a heart has its cleft); trainers mix blobs into batches as negatives of the shape
 // captions of their colour, so that a lump does not pass for a shape.
