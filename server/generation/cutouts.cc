@@ -162,7 +162,7 @@ at::Tensor Affine(const at::Tensor& batch, const std::vector<int64_t>& rows, con
 
 // kornia RandomPerspective(distortion): corners (pixel centres at the image's edges, align_corners true) move
 // inwards by U(0, distortion·side/2) pixels in x and y; the output at the moved corners samples the input at
-// the original corners; zero padding.
+// the original corners; zero padding (or border padding, perspective_border_padding).
 at::Tensor Perspective(const at::Tensor& batch, const std::vector<int64_t>& rows, const CutoutOptions& o,
                        const at::TensorAccessor<double, 2>& u) {
   const int64_t n = static_cast<int64_t>(rows.size()), s = batch.size(2);
@@ -195,7 +195,8 @@ at::Tensor Perspective(const at::Tensor& batch, const std::vector<int64_t>& rows
   // outside, where zero padding applies (a coordinate of ±3 is at least one pixel outside for s ≥ 2).
   pw = at::where(pw.abs() < 1e-6, at::full_like(pw, 1e-6), pw);
   const at::Tensor grid = at::stack({px / pw, py / pw}, -1).clamp(-3, 3).to(batch.scalar_type());
-  return at::grid_sampler(batch, grid, /*interpolation_mode=*/0, /*padding_mode=*/0, /*align_corners=*/true);
+  return at::grid_sampler(batch, grid, /*interpolation_mode=*/0, /*padding_mode=*/o.perspective_border_padding ? 1 : 0,
+                          /*align_corners=*/true);
 }
 
 // torchvision's rgb_to_grayscale, [n, 1, s, s].

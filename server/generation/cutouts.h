@@ -42,8 +42,12 @@ struct CutoutOptions {
   float rotation_degrees = 15.0f;
   float translate = 0.1f;
   float shear_degrees = 5.0f;
-  // RandomPerspective: each corner moves inwards by U(0, distortion · side/2) in x and y; zero padding.
+  // RandomPerspective: each corner moves inwards by U(0, distortion · side/2) in x and y.
   float perspective_distortion = 0.7f;
+  // What the perspective shows outside the picture: false, black (zero padding, the reference's); true, the
+  // picture's edge pixels carried outwards (border padding), so that the picture's own frame does not become
+  // an outline in the cutout.
+  bool perspective_border_padding = false;
   // RandomErasing: a rectangle with area ~ U(erase_area_min, erase_area_max) of the cutout and aspect ratio
   // (height/width) log-uniform in [erase_aspect_min, erase_aspect_max] is set to erase_value.
   float erase_area_min = 0.02f;

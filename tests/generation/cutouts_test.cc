@@ -129,6 +129,25 @@ TEST(MakeCutoutsTest, AugmentationsChangeTheCrops) {
   EXPECT_TRUE(changed.gt(1e-3).all().item<bool>()) << changed;
 }
 
+// Perspective alone on a picture of one colour: zero padding shows black around the distorted picture (its
+// frame becomes an outline), border padding carries the picture's edge outwards, so the colour stays.
+TEST(MakeCutoutsTest, PerspectiveBorderPaddingKeepsThePicturesEdgeColour) {
+  CutoutOptions o = Small();
+  o.augment_probability = 1;
+  o.noise_max = 0;
+  o.rotation_degrees = o.translate = o.shear_degrees = 0;
+  o.brightness = o.contrast = o.saturation = 0;
+  o.erase_area_min = o.erase_area_max = 1e-6f;
+  o.erase_value = 0.6f;  // the one erased pixel has the picture's colour
+  o.perspective_distortion = 1;
+  const at::Tensor x = at::full({1, 3, 32, 32}, 0.6f);
+  const at::Tensor zeros = Cutouts(x, o, 21);
+  EXPECT_TRUE(zeros.lt(0.3).any(/*dim=*/1).flatten(1).any(1).all().item<bool>()) << "every cutout has black";
+  o.perspective_border_padding = true;
+  const at::Tensor border = Cutouts(x, o, 21);
+  EXPECT_LT((border - 0.6).abs().max().item<float>(), 1e-4);
+}
+
 TEST(MakeCutoutsTest, GradientsReachTheImageThroughAugmentations) {
   for (float probability : {0.7f, 1.0f}) {
     CutoutOptions o = Small();

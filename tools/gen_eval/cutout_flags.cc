@@ -12,6 +12,8 @@ ABSL_FLAG(float, cut_augment_probability, kServerCutouts.augment_probability,
           "probability of each cutout augmentation (affine, perspective, jitter, erasing)");
 ABSL_FLAG(float, cut_perspective, kServerCutouts.perspective_distortion,
           "perspective distortion of the cutouts (0: none)");
+ABSL_FLAG(bool, cut_perspective_border, kServerCutouts.perspective_border_padding,
+          "perspective pads with the picture's edge pixels instead of black (the reference pads with black)");
 ABSL_FLAG(float, cut_rotation, kServerCutouts.rotation_degrees, "rotation range of the cutouts, degrees");
 ABSL_FLAG(float, cut_erase_max, kServerCutouts.erase_area_max,
           "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
@@ -22,6 +24,7 @@ generation::CutoutOptions CutoutOptionsFromFlags() {
   generation::CutoutOptions o;
   o.augment_probability = absl::GetFlag(FLAGS_cut_augment_probability);
   o.perspective_distortion = absl::GetFlag(FLAGS_cut_perspective);
+  o.perspective_border_padding = absl::GetFlag(FLAGS_cut_perspective_border);
   o.rotation_degrees = absl::GetFlag(FLAGS_cut_rotation);
   o.erase_area_max = absl::GetFlag(FLAGS_cut_erase_max);
   o.erase_area_min = std::min(o.erase_area_min, o.erase_area_max);
