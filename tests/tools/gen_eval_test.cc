@@ -31,7 +31,8 @@ TEST(GenEvalTest, ShippedModelsDrawThePromptsColourAndShape) {
   o.batch_jobs = 6;
   auto r = Evaluate(o);
   ASSERT_THAT(r, IsOk());
-  std::printf("gen-eval (6 prompts x 1 seed, %d steps, %d cutouts): %s\n", o.steps, o.cutouts.cutn, r->ToJson().dump().c_str());
+  std::printf("gen-eval (6 prompts x 1 seed, %d steps, %d cutouts): %s\n", o.steps, o.cutouts.cutn,
+              r->ToJson().dump().c_str());
   ASSERT_EQ(r->runs.size(), 6u);
   EXPECT_GE(r->colour_agreement, kMinColour);
   EXPECT_EQ(r->similarity_rose, 1.0);  // CLIP's similarity to the prompt rose in every run

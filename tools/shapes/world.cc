@@ -339,8 +339,8 @@ Rendering RenderUnchecked(const Scene& scene, const RenderOptions& options) {
 // ---------------------------------------------------------------------------------------------------------------
 // Blobs
 
-// A random lump: radius 1 + Σ a_k cos(kθ + φ_k) over k = 2..6 (one of k = 2..4 at least 0.12) (plus, for half of them, a rough edge of
-// k = 7..12), stretched along x, then normalised like the shapes' outlines.
+// A random lump: radius 1 + Σ a_k cos(kθ + φ_k) over k = 2..6, one of k = 2..4 at least 0.12 (plus, for half of
+// them, a rough edge of k = 7..12), stretched along x, then normalised like the shapes' outlines.
 Outline BlobOutline(Rng& rng) {
   std::array<double, 11> amplitude{}, phase{};
   for (int k = 2; k <= 12; ++k) {

@@ -74,7 +74,10 @@ absl::StatusOr<int> BuildTokenizer(const ClipTrainerOptions& o) {
   for (shapes::Colour colour : shapes::kShapeColours) {
     for (shapes::Shape shape : shapes::kShapes) corpus.push_back(shapes::ZeroShotPrompt(colour, shape));
     // Blob captions (only when blobs are trained on, so the tokenizer of the recipes without them is unchanged).
-    if (o.blob_fraction > 0) corpus.push_back(absl::StrCat("a photo of ", shapes::Article(shapes::ColourName(colour)), " ", shapes::ColourName(colour), " blob"));
+    if (o.blob_fraction > 0) {
+      const absl::string_view name = shapes::ColourName(colour);
+      corpus.push_back(absl::StrCat("a photo of ", shapes::Article(name), " ", name, " blob"));
+    }
   }
   for (const std::string& text : corpus) CLIPSERVE_RETURN_IF_ERROR(bpe->AddText(text));
   CLIPSERVE_ASSIGN_OR_RETURN(bpe::BpeVocabulary vocab, bpe->Train());
@@ -534,8 +537,8 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kTrain, o.seed));
   CLIPSERVE_RETURN_IF_ERROR(shapes::CheckSeed(shapes::Split::kEval, o.eval_seed));
   if (!(o.field_fraction >= 0 && o.blob_fraction >= 0 && o.field_fraction + o.blob_fraction <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("field_fraction and blob_fraction must be >= 0 with a sum <= 1, got ",
-                                                   o.field_fraction, " and ", o.blob_fraction));
+    return absl::InvalidArgumentError(absl::StrCat("field_fraction and blob_fraction must be >= 0 and sum to <= 1, "
+                                                   "got ", o.field_fraction, " and ", o.blob_fraction));
   }
   if (!(o.generation_cutouts >= 0 && o.generation_cutouts <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
