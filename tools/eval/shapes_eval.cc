@@ -64,6 +64,32 @@ absl::StatusOr<at::Tensor> EmbedTexts(const clip::ClipBundle& bundle, const std:
   return t / t.norm(2, -1, true);
 }
 
+// Zero-shot classification (call inside inference mode and CatchTorchErrors): for each picture, the pair among
+// colours × shapes whose prompt shapes::ZeroShotPrompt is nearest to it; the pictures are embedded as
+// EmbedImages does (with `cutouts`, after generation's cutout augmentations drawn from `generator`).
+absl::StatusOr<std::vector<Label>> PredictLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
+                                                 const std::vector<shapes::Colour>& colours,
+                                                 const std::vector<shapes::Shape>& shapes, int batch_size,
+                                                 const std::optional<generation::CutoutOptions>& cutouts,
+                                                 at::Generator& generator) {
+  std::vector<Label> pairs;
+  std::vector<std::string> prompts;
+  for (shapes::Colour c : colours) {
+    for (shapes::Shape s : shapes) {
+      pairs.push_back({c, s});
+      prompts.push_back(shapes::ZeroShotPrompt(c, s));
+    }
+  }
+  std::vector<Label> labels;
+  if (images.empty()) return labels;
+  CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(bundle, prompts));
+  CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(bundle, images, batch_size, cutouts, generator));
+  const at::Tensor predicted = at::mm(image, text.t()).argmax(1).contiguous();
+  const int64_t* p = predicted.data_ptr<int64_t>();
+  for (int64_t i = 0; i < predicted.size(0); ++i) labels.push_back(pairs[p[i]]);
+  return labels;
+}
+
 absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
                                                    std::unique_ptr<shapes::SceneSampler>* holder) {
   shapes::SceneSamplerOptions o;
@@ -84,15 +110,6 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
     c10::InferenceMode guard;
     // Zero-shot: one prompt per (colour, shape) pair, the normal prompt path; colour and shape accuracy are
     // the marginals of the joint prediction.
-    std::vector<std::pair<shapes::Colour, shapes::Shape>> pairs;
-    std::vector<std::string> prompts;
-    for (shapes::Colour c : sampler->colours()) {
-      for (shapes::Shape s : sampler->shapes()) {
-        pairs.emplace_back(c, s);
-        prompts.push_back(shapes::ZeroShotPrompt(c, s));
-      }
-    }
-    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(*bundle, prompts));
     std::vector<cv::Mat> images;
     std::vector<shapes::Scene> scenes;
     for (int i = 0; i < options.count; ++i) {
@@ -101,13 +118,14 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
       scenes.push_back(e.scene);
     }
     at::Generator generator = at::detail::createCPUGenerator(options.seed);
-    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image,
-                               EmbedImages(*bundle, images, options.batch_size, options.cutouts, generator));
-    const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
+    CLIPSERVE_ASSIGN_OR_RETURN(std::vector<Label> predicted,
+                               PredictLabels(*bundle, images, sampler->colours(), sampler->shapes(),
+                                             options.batch_size, options.cutouts, generator));
     ZeroShot z;
     std::map<std::string, int> shape_total, size_total;
     for (int i = 0; i < options.count; ++i) {
-      const auto& [c, s] = pairs[predicted[i].item<int64_t>()];
+      const shapes::Colour c = predicted[i].colour;
+      const shapes::Shape s = predicted[i].shape;
       const shapes::Scene& scene = scenes[i];
       const std::string shape(shapes::ShapeName(scene.shape)), size(shapes::SizeName(scene.size));
       const bool shape_right = s == scene.shape;
@@ -228,23 +246,13 @@ absl::StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
 }
 
 absl::StatusOr<std::vector<Label>> ZeroShotLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& rgb) {
-  std::vector<Label> pairs;
-  std::vector<std::string> prompts;
-  for (shapes::Colour c : shapes::kShapeColours) {
-    for (shapes::Shape s : shapes::kShapes) {
-      pairs.push_back({c, s});
-      prompts.push_back(shapes::ZeroShotPrompt(c, s));
-    }
-  }
   std::vector<Label> labels;
-  if (rgb.empty()) return labels;
   CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("reading pictures with the CLIP", [&]() -> absl::Status {
     c10::InferenceMode guard;
-    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(bundle, prompts));
-    at::Generator unused = at::detail::createCPUGenerator(0);
-    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(bundle, rgb, 50, std::nullopt, unused));
-    const at::Tensor predicted = at::mm(image, text.t()).argmax(1);
-    for (int64_t i = 0; i < predicted.size(0); ++i) labels.push_back(pairs[predicted[i].item<int64_t>()]);
+    at::Generator unused = at::detail::createCPUGenerator(0);  // no cutouts: nothing is drawn
+    CLIPSERVE_ASSIGN_OR_RETURN(
+        labels, PredictLabels(bundle, rgb, {shapes::kShapeColours.begin(), shapes::kShapeColours.end()},
+                              {shapes::kShapes.begin(), shapes::kShapes.end()}, 50, std::nullopt, unused));
     return absl::OkStatus();
   }));
   return labels;
