@@ -6,10 +6,12 @@
 #include <numeric>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <opencv2/imgproc.hpp>
 
 #include "nlohmann/json.hpp"
@@ -483,6 +485,77 @@ TEST_F(TrainClipTest, FineTunesFromADirectoryWithGenerationCutouts) {
   f.init_from = base / "missing";
   EXPECT_EQ(TrainClip(f).status().code(), absl::StatusCode::kInvalidArgument);
   for (const fs::path& dir : {base, tuned, plain}) fs::remove_all(dir);
+}
+
+TEST_F(TrainClipTest, AdversarialPixelsStayInTheBallAndRaiseTheLoss) {
+  const ClipTrainerOptions o = TinyOptions(TempDir("unused"));
+  auto model = clip::ClipModel::CreateRandom(MakeClipConfig(o, 600, 16, 598, 599), /*seed=*/7);
+  for (auto& p : model->parameters()) p.set_requires_grad(true);
+  clip::PreprocessConfig pre;
+  const int64_t b = 6;
+  at::manual_seed(3);
+  const at::Tensor mean = at::tensor(std::vector<float>(pre.mean.begin(), pre.mean.end())).view({1, 3, 1, 1});
+  const at::Tensor std = at::tensor(std::vector<float>(pre.std.begin(), pre.std.end())).view({1, 3, 1, 1});
+  const at::Tensor pixels = (at::rand({b, 3, 64, 64}) - mean) / std;
+  at::Tensor text = at::randn({b, 32});
+  text = text / text.norm(2, -1, true);
+  const at::Tensor targets = at::eye(b);
+  const at::Tensor selected = at::tensor(std::vector<int64_t>{1, 1, 0, 1, 1, 0}).to(at::kBool);
+  const double eps = 8.0 / 255, scale = 20;
+  at::Generator generator = at::detail::createCPUGenerator(11);
+  const at::Tensor adversarial =
+      AdversarialPixels(*model, pixels, text, targets, scale, pre, eps, /*steps=*/3, selected, generator);
+
+  for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined() && p.grad().abs().sum().item<float>() > 0);
+  EXPECT_FALSE(adversarial.requires_grad());
+  const at::Tensor moved = ((adversarial - pixels) * std).abs();  // in [0, 1] pixel units
+  EXPECT_LE(moved.max().item<float>(), eps + 1e-5);
+  EXPECT_GT(moved.max().item<float>(), eps * 0.9);
+  for (int64_t row : {2, 5}) EXPECT_TRUE(at::equal(adversarial[row], pixels[row])) << row;
+  const at::Tensor raw = adversarial * std + mean;
+  EXPECT_GE(raw.min().item<float>(), -1e-5);
+  EXPECT_LE(raw.max().item<float>(), 1 + 1e-5);
+
+  at::NoGradGuard no_grad;
+  const auto loss_of = [&](const at::Tensor& x) {
+    at::Tensor image = model->EncodeImage(x);
+    image = image / image.norm(2, -1, true);
+    return ContrastiveLoss(scale * image.matmul(text.t()), targets).item<double>();
+  };
+  // Random noise of the same size barely moves the loss; the adversarial perturbation raises it.
+  const at::Tensor noise = (at::randint(0, 2, pixels.sizes()).to(at::kFloat) * 2 - 1) * eps / std *
+                           selected.to(at::kFloat).view({-1, 1, 1, 1});
+  const double clean = loss_of(pixels), noisy = loss_of(pixels + noise), attacked = loss_of(adversarial);
+  EXPECT_GT(attacked, clean + 5 * std::abs(noisy - clean)) << clean << " " << noisy << " " << attacked;
+}
+
+TEST_F(TrainClipTest, AdversarialTrainingTrainsOnPerturbedPictures) {
+  const fs::path adv = TempDir("adv"), plain = TempDir("adv_plain");
+  ClipTrainerOptions o = TinyOptions(plain);
+  o.max_steps = 2;
+  o.ema_decay = 0;
+  auto without = TrainClip(o);
+  ASSERT_TRUE(without.ok()) << without.status();
+  o.out_dir = adv;
+  o.adversarial_epsilon = 8.0 / 255;
+  o.adversarial_steps = 2;
+  o.adversarial_fraction = 0.5;
+  auto with = TrainClip(o);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_EQ(with->losses.size(), 2u);
+  // Same batches and weights; half of the first batch perturbed towards a higher loss.
+  EXPECT_GT(with->losses[0], without->losses[0]);
+
+  for (auto [eps, steps, fraction] : {std::tuple{-0.1, 1, 1.0}, {1.0, 1, 1.0}, {0.03, 0, 1.0}, {0.03, 21, 1.0},
+                                      {0.03, 1, 1.5}}) {
+    o.adversarial_epsilon = eps;
+    o.adversarial_steps = steps;
+    o.adversarial_fraction = fraction;
+    const absl::Status status = TrainClip(o).status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << eps << " " << steps << " " << fraction;
+    EXPECT_THAT(status.message(), HasSubstr("adversarial"));
+  }
+  for (const fs::path& dir : {adv, plain}) fs::remove_all(dir);
 }
 
 }  // namespace

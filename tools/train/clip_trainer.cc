@@ -13,6 +13,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <opencv2/imgproc.hpp>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
 
@@ -100,6 +101,7 @@ struct Batch {
   at::Tensor pixels;  // [B, 3, S, S]
   at::Tensor ids;     // [B, L]
   std::vector<PairFacts> facts;
+  at::Tensor adversarial;  // [B] bool: rows adversarial training perturbs (adversarial_epsilon > 0 only)
 };
 
 absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const clip::Tokenizer& tok,
@@ -123,6 +125,7 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
     std::swap(colours[g], colours[g + batch_rng.Below(colours.size() - g)]);
   }
   std::vector<int64_t> cutout_rows;  // items that also go through generation's cutouts
+  if (o.adversarial_epsilon > 0) batch.adversarial = at::zeros({b}, at::kBool);
   for (int i = 0; i < b; ++i) {
     const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
     cv::Mat image;
@@ -166,6 +169,10 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
     if (o.generation_cutouts > 0 &&
         shapes::Rng::For(o.seed, index, /*stream=*/0x63757473).Bernoulli(o.generation_cutouts)) {
       cutout_rows.push_back(i);
+    }
+    if (o.adversarial_epsilon > 0 &&
+        shapes::Rng::For(o.seed, index, /*stream=*/0x61647673).Bernoulli(o.adversarial_fraction)) {
+      batch.adversarial.data_ptr<bool>()[i] = true;
     }
   }
   if (!cutout_rows.empty()) {
@@ -475,6 +482,39 @@ at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor&
   return 0.5 * (li + lt);
 }
 
+at::Tensor AdversarialPixels(const clip::ClipModel& model, const at::Tensor& pixels, const at::Tensor& text_features,
+                             const at::Tensor& targets, double scale, const clip::PreprocessConfig& pre,
+                             double epsilon, int steps, const at::Tensor& selected, at::Generator generator) {
+  const at::Tensor rows = selected.to(at::kBool).nonzero().view({-1});
+  if (rows.numel() == 0) return pixels;
+  const auto channel = [](const std::array<float, 3>& v) {
+    return at::tensor(std::vector<float>(v.begin(), v.end()), at::kFloat).view({1, 3, 1, 1});
+  };
+  const at::Tensor mean = channel(pre.mean), std = channel(pre.std);
+  const at::Tensor radius = epsilon / std;  // ε per channel in normalised units
+  const at::Tensor low = -mean / std, high = (1 - mean) / std;
+  const double step_size = steps == 1 ? 1.25 : 2.5 / steps;
+  const at::Tensor text = text_features.detach();
+  const at::Tensor clean = pixels.index_select(0, rows);
+  const at::Tensor own = targets.index_select(0, rows);
+  const at::Tensor own_targets = own / own.sum(1, /*keepdim=*/true);
+  const auto project = [&](const at::Tensor& x) {
+    const at::Tensor in_ball = clean + at::minimum(at::maximum(x - clean, -radius), radius);
+    return at::minimum(at::maximum(in_ball, low), high);
+  };
+  at::Tensor x = project(clean + (at::rand(clean.sizes(), generator) * 2 - 1) * radius);
+  for (int k = 0; k < steps; ++k) {
+    const at::Tensor leaf = x.detach().requires_grad_(true);
+    at::Tensor image = model.EncodeImage(leaf);
+    image = image / image.norm(2, -1, true);
+    // The image → text half of ContrastiveLoss, for these rows against every caption of the batch.
+    const at::Tensor loss = -(own_targets * at::log_softmax(scale * image.matmul(text.t()), 1)).sum(1).mean();
+    const at::Tensor gradient = torch::autograd::grad({loss}, {leaf})[0];
+    x = project(leaf.detach() + step_size * radius * gradient.sign());
+  }
+  return pixels.index_copy(0, rows, x.detach());
+}
+
 void AugmentAndNormalize(const cv::Mat& rgb, const std::array<double, 4>& bounds, const clip::PreprocessConfig& pre,
                          bool augment, shapes::Rng& rng, float* out) {
   const int s = rgb.rows;
@@ -544,6 +584,12 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
   }
   CLIPSERVE_RETURN_IF_ERROR(generation::ValidateCutoutOptions(o.generation_cutout_options));
+  if (!(o.adversarial_epsilon >= 0 && o.adversarial_epsilon < 1) || o.adversarial_steps < 1 ||
+      o.adversarial_steps > 20 || !(o.adversarial_fraction >= 0 && o.adversarial_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adversarial_epsilon must be in [0, 1), adversarial_steps in [1, 20] and adversarial_fraction in [0, 1], "
+        "got ", o.adversarial_epsilon, ", ", o.adversarial_steps, " and ", o.adversarial_fraction));
+  }
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("creating ", o.out_dir.string(), ": ", ec.message()));
@@ -680,11 +726,18 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     at::Tensor targets = CaptionTargets(batch.facts);
-    at::Tensor img = model->EncodeImage(batch.pixels);
     at::Tensor txt = model->EncodeText(batch.ids);
-    img = img / img.norm(2, -1, true);
     txt = txt / txt.norm(2, -1, true);
-    at::Tensor logits = logit_scale.exp().clamp_max(o.max_logit_scale) * img.matmul(txt.t());
+    const at::Tensor scale = logit_scale.exp().clamp_max(o.max_logit_scale);
+    if (batch.adversarial.defined()) {
+      at::Generator generator = at::detail::createCPUGenerator(
+          shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x61647667).Next());
+      batch.pixels = AdversarialPixels(*model, batch.pixels, txt, targets, scale.item<double>(), pre,
+                                       o.adversarial_epsilon, o.adversarial_steps, batch.adversarial, generator);
+    }
+    at::Tensor img = model->EncodeImage(batch.pixels);
+    img = img / img.norm(2, -1, true);
+    at::Tensor logits = scale * img.matmul(txt.t());
     at::Tensor loss = ContrastiveLoss(logits, targets);
     optimizer->zero_grad();
     loss.backward();

@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/generation/cutouts.h"
+#include "server/models/clip/clip_model.h"
 #include "server/models/clip/config.h"
 #include "server/models/clip/preprocess.h"
 #include "tools/shapes/world.h"
@@ -112,6 +113,16 @@ struct ClipTrainerOptions {
   double generation_cutouts = 0;
   // The augmentations of those cutouts (cutn and cut_size are set by the trainer).
   generation::CutoutOptions generation_cutout_options;
+  // Adversarial training (Madry et al. 2018): this share of every batch (drawn per item) is replaced by the
+  // picture moved, within an L-infinity ball of `adversarial_epsilon` (in [0, 1] pixel units, per channel), in
+  // the direction that most raises the contrastive loss against the batch's captions, found by
+  // `adversarial_steps` signed-gradient steps from a random start (one step: Wong et al. 2020's fast variant).
+  // A model trained so that small pixel changes cannot move its reading has gradients that look like the
+  // classes (Santurkar et al. 2019): generation's gradients then draw shapes rather than whatever small
+  // changes this CLIP happens to read as a shape. 0: off.
+  double adversarial_epsilon = 0;
+  int adversarial_steps = 1;
+  double adversarial_fraction = 1;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -195,6 +206,17 @@ at::Tensor CaptionTargets(const std::vector<PairFacts>& facts);
 // caption j against the pictures it is true of. `targets` [B, B] is > 0 where caption j is true of picture i
 // (CaptionTargets); each direction's rows are normalised to sum to 1.
 at::Tensor ContrastiveLoss(const at::Tensor& logits_per_image, const at::Tensor& targets);
+
+// The adversarial pictures of adversarial training: every row of `pixels` (normalised by `pre`) where
+// `selected` [B] bool is true moves, by `steps` signed-gradient steps of 2.5 ε / steps (1.25 ε for one step)
+// from a uniform random start in the ε-ball, to raise its image → text cross-entropy against the batch's
+// captions (`text_features` [B, P], normalised, held fixed; `targets` [B, B] as for ContrastiveLoss; logits
+// `scale` · cosine); each step is projected back into the ε-ball (ε in [0, 1] pixel units, divided by the
+// channel's std) and into the pixel range [0, 1]. Other rows are returned as given. Leaves no gradient on the
+// model's parameters; the result is detached.
+at::Tensor AdversarialPixels(const clip::ClipModel& model, const at::Tensor& pixels, const at::Tensor& text_features,
+                             const at::Tensor& targets, double scale, const clip::PreprocessConfig& pre,
+                             double epsilon, int steps, const at::Tensor& selected, at::Generator generator);
 
 // The label id of a (colour, shape) pair: colour * kShapes.size() + shape.
 int LabelOf(shapes::Colour colour, shapes::Shape shape);

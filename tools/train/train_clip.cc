@@ -56,6 +56,11 @@ ABSL_FLAG(std::string, init_from, "",
 ABSL_FLAG(double, generation_cutouts, 0,
           "share of each batch that also goes through generation's cutout augmentations (perspective, erasing, ...; "
           "--cut_* flags, defaults: the server's)");
+ABSL_FLAG(double, adversarial_epsilon, 0,
+          "adversarial training: perturb pictures within this L-infinity radius in [0, 1] pixel units (8/255 = "
+          "0.0314) towards a higher loss before training on them (0: off)");
+ABSL_FLAG(int, adversarial_steps, 1, "signed-gradient steps of the adversarial perturbation (1: fast, random start)");
+ABSL_FLAG(double, adversarial_fraction, 1, "share of every batch that is perturbed");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -113,6 +118,9 @@ int main(int argc, char** argv) {
   o.init_from = absl::GetFlag(FLAGS_init_from);
   o.generation_cutouts = absl::GetFlag(FLAGS_generation_cutouts);
   o.generation_cutout_options = clipserve::tools::CutoutOptionsFromFlags();
+  o.adversarial_epsilon = absl::GetFlag(FLAGS_adversarial_epsilon);
+  o.adversarial_steps = absl::GetFlag(FLAGS_adversarial_steps);
+  o.adversarial_fraction = absl::GetFlag(FLAGS_adversarial_fraction);
   if (o.ema_decay < 0 || o.ema_decay >= 1) {
     std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
     return 2;
