@@ -279,6 +279,34 @@ at::Tensor Erase(const at::Tensor& batch, const std::vector<int64_t>& rows, cons
   return batch.masked_fill(mask, o.erase_value);
 }
 
+// Separable Gaussian blur of each row of `batch` [n, 3, s, s] with its own sigma (pixels; below 1e-3 the row
+// is left as it is, up to rounding), reflect padding so that the edges do not darken.
+at::Tensor Blur(const at::Tensor& batch, const std::vector<double>& sigmas, double sigma_max) {
+  const int64_t n = batch.size(0), s = batch.size(2);
+  const int64_t radius = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(3 * sigma_max)), 0, s - 1);
+  if (radius == 0) return batch;
+  const int64_t k = 2 * radius + 1;
+  at::Tensor kernels = at::zeros({n, k}, at::kDouble);
+  auto ka = kernels.accessor<double, 2>();
+  for (int64_t row = 0; row < n; ++row) {
+    const double sigma = sigmas[row];
+    if (sigma < 1e-3) {
+      ka[row][radius] = 1;
+      continue;
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += ka[row][i] = std::exp(-0.5 * std::pow((i - radius) / sigma, 2));
+    for (int64_t i = 0; i < k; ++i) ka[row][i] /= sum;
+  }
+  // One group per (row, channel): [n·3, 1, k, 1] down the columns, then [n·3, 1, 1, k] along the rows.
+  const at::Tensor w = Like(kernels, batch).repeat_interleave(3, 0);
+  at::Tensor x = batch.reshape({1, n * 3, s, s});
+  const std::vector<int64_t> one = {1, 1}, none = {0, 0};
+  x = at::conv2d(at::reflection_pad2d(x, {0, 0, radius, radius}), w.view({n * 3, 1, k, 1}), {}, one, none, one, n * 3);
+  x = at::conv2d(at::reflection_pad2d(x, {radius, radius, 0, 0}), w.view({n * 3, 1, 1, k}), {}, one, none, one, n * 3);
+  return x.view({n, 3, s, s});
+}
+
 }  // namespace
 
 absl::Status ValidateCutoutOptions(const CutoutOptions& options) {
@@ -300,6 +328,7 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options) {
            {"erase_area_max", o.erase_area_max, 0, 1},
            {"erase_aspect_max", o.erase_aspect_max, 0, 100},
            {"erase_value", o.erase_value, 0, 1},
+           {"blur_sigma_max", o.blur_sigma_max, 0, 64},
        }) {
     if (!(value >= lo && value <= hi)) {
       return absl::InvalidArgumentError(
@@ -352,10 +381,28 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
     const std::vector<int64_t> erased = selected(kEraseApply);
     if (!erased.empty()) batch = Erase(batch, erased, o, u);
   }
+  // Drawn in the documented order (noise, then the blur's uniforms), applied blur first: the noise stays sharp.
+  at::Tensor noise;
+  if (o.noise_max > 0) {
+    noise = at::randn({total, 3, o.cut_size, o.cut_size}, generator, on_generator.dtype(at::kFloat));
+  }
+  if (o.augment && o.blur_sigma_max > 0) {
+    const at::Tensor blur_uniforms = at::rand({total, 2}, generator, on_generator.dtype(at::kDouble)).cpu();
+    const auto bu = blur_uniforms.accessor<double, 2>();
+    std::vector<int64_t> rows;
+    for (int64_t row = 0; row < total; ++row) {
+      if (bu[row][0] < o.augment_probability) rows.push_back(row);
+    }
+    batch = ApplyToRows(batch, rows, [&](const at::Tensor& t, const std::vector<int64_t>& selected) {
+      std::vector<double> sigmas;
+      sigmas.reserve(selected.size());
+      for (const int64_t row : selected) sigmas.push_back(o.blur_sigma_max * bu[row][1]);
+      return Blur(t, sigmas, o.blur_sigma_max);
+    });
+  }
   if (o.noise_max > 0) {
     at::Tensor scale = at::empty({total, 1, 1, 1}, at::kDouble);
     for (int64_t row = 0; row < total; ++row) scale.data_ptr<double>()[row] = o.noise_max * u[row][kNoise];
-    const at::Tensor noise = at::randn({total, 3, o.cut_size, o.cut_size}, generator, on_generator.dtype(at::kFloat));
     batch = batch + Like(scale, batch) * noise.to(batch.device(), batch.scalar_type());
   }
   return upcast ? batch.to(image.scalar_type()) : batch;

@@ -55,13 +55,18 @@ struct CutoutOptions {
   float erase_aspect_min = 0.3f;
   float erase_aspect_max = 3.3f;
   float erase_value = 0.0f;
+  // Gaussian blur (not in the reference; 0, the default, switches it off): sigma ~ U(0, blur_sigma_max) pixels
+  // of the cutout, separable, reflect padding, applied after the erasing with probability augment_probability.
+  // Through a blurred cutout the CLIP's gradient only shapes the picture's coarse structure.
+  float blur_sigma_max = 0.0f;
 };
 
 // INVALID_ARGUMENT naming the field and its allowed range: cutn in [1, 4096], cut_size in [1, 4096], cut_pow
 // in [0, 100], augment_probability in [0, 1], noise_max in [0, 1], brightness/contrast/saturation in [0, 1],
 // hue in [0, 0.5], rotation_degrees in [0, 180], translate in [0, 1], shear_degrees in [0, 45],
 // perspective_distortion in [0, 1], 0 < erase_area_min <= erase_area_max <= 1,
-// 0 < erase_aspect_min <= erase_aspect_max <= 100, erase_value in [0, 1]. NaN is never allowed.
+// 0 < erase_aspect_min <= erase_aspect_max <= 100, erase_value in [0, 1], blur_sigma_max in [0, 64]. NaN is
+// never allowed.
 absl::Status ValidateCutoutOptions(const CutoutOptions& options);
 
 // image: [B, 3, H, W] with values in [0, 1], any device and floating dtype (on the CPU, half and bfloat16 are
@@ -71,8 +76,9 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options);
 //
 // Randomness: drawn on `generator`'s device — first one [B·cutn, 28] uniform draw (float64) for every crop and
 // augmentation parameter, also those of augmentations that end up skipped, then, when noise_max > 0, the
-// [B·cutn, 3, S, S] float32 noise. So the generator advances by the same amount whatever the probabilities and
-// `augment`. A CPU generator works with a CUDA image (the noise is then drawn on the CPU and copied over); a
+// [B·cutn, 3, S, S] float32 noise, then, when blur_sigma_max > 0 and `augment`, a [B·cutn, 2] uniform draw for
+// the blur. So the generator advances by the same amount whatever the probabilities, and without the blur by
+// the same amount as before it existed. A CPU generator works with a CUDA image (the noise is then drawn on the CPU and copied over); a
 // CUDA generator costs one device synchronisation per call (the parameters are needed on the host).
 // Assumes validated options; throws c10::Error on torch failures (callers convert).
 at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at::Generator& generator);

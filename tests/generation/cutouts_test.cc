@@ -148,11 +148,50 @@ TEST(MakeCutoutsTest, PerspectiveBorderPaddingKeepsThePicturesEdgeColour) {
   EXPECT_LT((border - 0.6).abs().max().item<float>(), 1e-4);
 }
 
+// The blur's uniforms are drawn after everything else: with the blur selected for no cutout the cutouts are
+// those of a run without it, bit for bit (and so are jobs that never asked for it).
+TEST(MakeCutoutsTest, BlurDrawsAfterTheOtherAugmentationsAndTheNoise) {
+  CutoutOptions o = Small();
+  o.augment_probability = 0;
+  const at::Tensor x = Image(11);
+  const at::Tensor without = Cutouts(x, o, 23);
+  o.blur_sigma_max = 3;
+  EXPECT_TRUE(at::equal(Cutouts(x, o, 23), without));
+}
+
+// Blur alone: a picture of one colour stays that colour (reflect padding, normalised kernels); a random picture
+// gets smoother, keeps its mean, and every cutout's sigma is its own.
+TEST(MakeCutoutsTest, BlurSmoothsEachCutoutAndKeepsFlatPicturesFlat) {
+  CutoutOptions o = Plain();
+  o.augment = true;
+  o.augment_probability = 1;
+  o.rotation_degrees = o.translate = o.shear_degrees = o.perspective_distortion = 0;
+  o.brightness = o.contrast = o.saturation = 0;
+  o.erase_area_min = o.erase_area_max = 1e-6f;
+  o.erase_value = 0.4f;
+  o.blur_sigma_max = 4;
+  EXPECT_LT((Cutouts(at::full({1, 3, 32, 32}, 0.4f), o, 25) - 0.4f).abs().max().item<float>(), 1e-5);
+
+  o.cut_size = 32;
+  o.erase_value = 0;
+  const at::Tensor x = Image(12);
+  const at::Tensor plain = Cutouts(x, Plain(), 25).narrow(0, 0, 1);  // a full-size crop is the picture
+  const at::Tensor blurred = Cutouts(x, o, 25);
+  auto variation = [](const at::Tensor& t) {
+    return (t.narrow(3, 1, t.size(3) - 1) - t.narrow(3, 0, t.size(3) - 1)).abs().mean({1, 2, 3});
+  };
+  const at::Tensor tv = variation(blurred);
+  EXPECT_TRUE(tv.lt(variation(plain).item<float>()).all().item<bool>()) << tv;
+  EXPECT_GT((tv.max() - tv.min()).item<float>(), 1e-3) << "one sigma per cutout";
+  EXPECT_TRUE((blurred.mean({1, 2, 3}) - plain.mean()).abs().lt(0.02).all().item<bool>());
+}
+
 TEST(MakeCutoutsTest, GradientsReachTheImageThroughAugmentations) {
   for (float probability : {0.7f, 1.0f}) {
     CutoutOptions o = Small();
     o.augment_probability = probability;
     o.hue = 0.1f;
+    o.blur_sigma_max = 2;
     const at::Tensor x = Image(8, 2).requires_grad_(true);
     const at::Tensor out = Cutouts(x, o, 17);
     (out * at::linspace(0.5, 1.5, out.numel()).view(out.sizes())).sum().backward();
@@ -176,6 +215,7 @@ TEST(MakeCutoutsTest, ValuesStayFiniteUnderExtremeOptions) {
   o.erase_area_max = 1;
   o.erase_aspect_max = 100;
   o.noise_max = 1;
+  o.blur_sigma_max = 64;  // a radius beyond the cutout is cut to it
   for (float cut_pow : {0.0f, 1.0f, 100.0f}) {
     o.cut_pow = cut_pow;
     const at::Tensor out = Cutouts(Image(9, 1, 24), o, 19);
@@ -241,6 +281,8 @@ TEST(ValidateCutoutOptionsTest, RejectsOutOfRangeFieldsNamingThem) {
       {"erase_area_min", [](CutoutOptions& o) { o.erase_area_min = 0.5f; }},
       {"erase_aspect_min", [&](CutoutOptions& o) { o.erase_aspect_min = nan; }},
       {"erase_value", [](CutoutOptions& o) { o.erase_value = 2; }},
+      {"blur_sigma_max", [](CutoutOptions& o) { o.blur_sigma_max = -1; }},
+      {"blur_sigma_max", [&](CutoutOptions& o) { o.blur_sigma_max = nan; }},
   };
   for (const auto& [field, mutate] : cases) {
     CutoutOptions o;

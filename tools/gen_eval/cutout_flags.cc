@@ -17,6 +17,8 @@ ABSL_FLAG(bool, cut_perspective_border, kServerCutouts.perspective_border_paddin
 ABSL_FLAG(float, cut_rotation, kServerCutouts.rotation_degrees, "rotation range of the cutouts, degrees");
 ABSL_FLAG(float, cut_erase_max, kServerCutouts.erase_area_max,
           "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
+ABSL_FLAG(float, cut_blur, kServerCutouts.blur_sigma_max,
+          "largest Gaussian blur sigma of the cutouts, pixels (0: no blur, the reference has none)");
 
 namespace clipserve::tools {
 
@@ -28,6 +30,7 @@ generation::CutoutOptions CutoutOptionsFromFlags() {
   o.rotation_degrees = absl::GetFlag(FLAGS_cut_rotation);
   o.erase_area_max = absl::GetFlag(FLAGS_cut_erase_max);
   o.erase_area_min = std::min(o.erase_area_min, o.erase_area_max);
+  o.blur_sigma_max = absl::GetFlag(FLAGS_cut_blur);
   return o;
 }
 
