@@ -5,6 +5,9 @@
 //                         models/shapes-world of the source tree). Counter job_steps_per_s = N / step time.
 //                         $CLIPSERVE_BENCH_DEVICE picks the device ("cuda:0"; default cpu): on a GPU one job's
 //                         step leaves the device mostly idle, which is where batching jobs pays.
+//   .../split:S          — S = 0 runs the CPU GEMMs under autograd as plain single-threaded addmm calls (the
+//                         path before Linear() split them across the pool), S = 1 as the server does.
+// The CPU thread policy is the server's (ConfigureCpuThreads: torch's pool on every core, BLAS single-threaded).
 // Run: build/bin/clipserve_bench --benchmark_filter=GenerationStep
 #include <benchmark/benchmark.h>
 
@@ -18,6 +21,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "server/generation/generator.h"
+#include "server/models/cpu_threads.h"
+#include "server/models/linear.h"
 
 namespace clipserve::generation {
 namespace {
@@ -28,6 +33,7 @@ const GenerationModels* ShippedModels() {
     const std::filesystem::path dir = env != nullptr && *env != '\0'
                                           ? std::filesystem::path(env)
                                           : std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+    ConfigureCpuThreads({});
     const char* name = std::getenv("CLIPSERVE_BENCH_DEVICE");
     at::Device device = at::kCPU;
     try {
@@ -50,6 +56,7 @@ void BM_GenerationStep(benchmark::State& state) {
     return;
   }
   const int n = static_cast<int>(state.range(0));
+  SetLinearSplitUnderAutograd(state.range(1) != 0);
   static const char* kPrompts[] = {"a red circle", "a blue square on a yellow background", "a green triangle",
                                    "a yellow star", "a purple heart", "a white cross on a red background",
                                    "an orange ring", "a black arrow"};
@@ -80,8 +87,14 @@ void BM_GenerationStep(benchmark::State& state) {
   }
   state.counters["job_steps_per_s"] =
       benchmark::Counter(static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
+  SetLinearSplitUnderAutograd(true);
 }
-BENCHMARK(BM_GenerationStep)->Arg(1)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_GenerationStep)
+    ->ArgNames({"jobs", "split"})
+    ->ArgsProduct({{1, 4, 8}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(5.0);
 
 }  // namespace
 }  // namespace clipserve::generation
@@ -108,13 +121,15 @@ void BM_GenerationClipForwardBackward(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();
   if (models == nullptr) return state.SkipWithError("no shapes-world models");
   const at::Tensor x = at::rand({32, 3, 64, 64}).set_requires_grad(true);
+  SetLinearSplitUnderAutograd(state.range(0) != 0);
   for (auto _ : state) {
     at::Tensor e = models->clip->model->EncodeImage(x);
     e.sum().backward();
     benchmark::DoNotOptimize(e.data_ptr());
   }
+  SetLinearSplitUnderAutograd(true);
 }
-BENCHMARK(BM_GenerationClipForwardBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GenerationClipForwardBackward)->ArgName("split")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_GenerationVqganForwardBackward(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();

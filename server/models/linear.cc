@@ -2,6 +2,9 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
+#include <torch/autograd.h>
+
+#include <atomic>
 
 namespace clipserve {
 namespace {
@@ -9,24 +12,26 @@ namespace {
 // Below this many multiply-adds one call is cheaper than waking the pool.
 constexpr int64_t kMinSplitWork = int64_t{1} << 20;
 
+std::atomic<bool> split_under_autograd{true};
+
 at::Tensor PlainLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double alpha,
                        double beta) {
   if (!bias.defined()) return alpha == 1.0 ? at::mm(x, weight.t()) : at::mm(x, weight.t()) * alpha;
   return at::addmm(bias, x, weight.t(), beta, alpha);
 }
 
-}  // namespace
+// Whether an [m, k] · [k, n] product is worth splitting `threads` ways by its n output columns.
+bool WorthSplitting(int64_t m, int64_t k, int64_t n, int threads) {
+  return threads > 1 && !at::in_parallel_region() && m * k * n >= kMinSplitWork && n >= 2 * threads;
+}
 
-at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double alpha,
-                  double beta) {
-  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
-  const int threads = at::get_num_threads();
-  const bool split = threads > 1 && x.is_cpu() && !at::GradMode::is_enabled() && !at::in_parallel_region() &&
-                     m * k * n >= kMinSplitWork && n >= 2 * threads;
-  if (!split) return PlainLinear(x, weight, bias, alpha, beta);
-
-  at::Tensor out = at::empty({m, n}, x.options());
-  const at::Tensor xc = x.contiguous();
+// alpha · a [m, k] · bᵀ (b [n, k], any strides BLAS takes) + beta · bias [n] (may be undefined) → [m, n], the
+// output columns split across `threads` pool tasks, each one single-threaded BLAS call writing in place.
+at::Tensor SplitGemm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias, double alpha, double beta,
+                     int threads) {
+  const int64_t m = a.size(0), n = b.size(0);
+  at::Tensor out = at::empty({m, n}, a.options());
+  const at::Tensor ac = a.contiguous();
   // Pool threads do not inherit this thread's inference mode; without it, writing into `out` (an inference
   // tensor) would be refused.
   const at::ThreadLocalState state;
@@ -38,16 +43,64 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
       const int64_t c1 = part + 1 == threads ? n : (n * (part + 1) / threads) & ~int64_t{15};
       if (c1 <= c0) continue;
       at::Tensor slice = out.narrow(1, c0, c1 - c0);
-      const at::Tensor w = weight.narrow(0, c0, c1 - c0);
+      const at::Tensor w = b.narrow(0, c0, c1 - c0);
       if (bias.defined()) {
-        at::addmm_out(slice, bias.narrow(0, c0, c1 - c0), xc, w.t(), beta, alpha);
+        at::addmm_out(slice, bias.narrow(0, c0, c1 - c0), ac, w.t(), beta, alpha);
       } else {
-        at::mm_out(slice, xc, w.t());
+        at::mm_out(slice, ac, w.t());
         if (alpha != 1.0) slice.mul_(alpha);
       }
     }
   });
   return out;
+}
+
+// The split GEMM under autograd, for inputs that need a gradient through weights that do not (generation
+// back-propagates into the picture through a frozen CLIP): forward split by output columns, backward
+// (grad_x = alpha · grad · W) split by input columns. Weight and bias get no gradient, so this path is taken
+// only when they do not require one. Under create_graph the backward is a plain, differentiable mm.
+class SplitLinearFunction : public torch::autograd::Function<SplitLinearFunction> {
+ public:
+  // `bias` by pointer: libtorch 1.13's apply() cannot take an undefined tensor argument (and bias needs no
+  // gradient); forward runs within apply(), while *bias is alive.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor* bias, double alpha, double beta) {
+    ctx->save_for_backward({weight});
+    ctx->saved_data["alpha"] = alpha;
+    return SplitGemm(x, weight, *bias, alpha, beta, at::get_num_threads());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor weight = ctx->get_saved_variables()[0];
+    const double alpha = ctx->saved_data["alpha"].toDouble();
+    const at::Tensor& g = grads[0];
+    const int threads = at::get_num_threads();
+    at::Tensor grad_x;
+    if (!at::GradMode::is_enabled() && WorthSplitting(g.size(0), g.size(1), weight.size(1), threads)) {
+      grad_x = SplitGemm(g, weight.t(), at::Tensor(), alpha, 0.0, threads);
+    } else {
+      grad_x = alpha == 1.0 ? at::mm(g, weight) : at::mm(g, weight) * alpha;
+    }
+    return {grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+void SetLinearSplitUnderAutograd(bool enabled) { split_under_autograd.store(enabled, std::memory_order_relaxed); }
+
+at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double alpha,
+                  double beta) {
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  const int threads = at::get_num_threads();
+  if (!x.is_cpu() || !WorthSplitting(m, k, n, threads)) return PlainLinear(x, weight, bias, alpha, beta);
+  if (!at::GradMode::is_enabled()) return SplitGemm(x, weight, bias, alpha, beta, threads);
+  const bool frozen = !weight.requires_grad() && !(bias.defined() && bias.requires_grad());
+  if (frozen && x.requires_grad() && split_under_autograd.load(std::memory_order_relaxed)) {
+    return SplitLinearFunction::apply(x, weight, &bias, alpha, beta);
+  }
+  return PlainLinear(x, weight, bias, alpha, beta);
 }
 
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,

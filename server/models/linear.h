@@ -6,7 +6,9 @@
 // result. clipserve runs BLAS single-threaded and lets torch's pool own the cores (see cpu_threads.h): then
 // the GEMMs and the element-wise ops around them share one set of threads and never oversubscribe, and small
 // GEMMs (batch-1 ViT: 50 rows) run close to two single-core GEMMs in parallel instead of OpenBLAS's own, much
-// less efficient, split. Elsewhere (CUDA, autograd) it is a plain addmm.
+// less efficient, split. Under autograd the same split serves an input that needs a gradient through weights
+// that do not (generation back-propagating into the picture through a frozen CLIP): forward by output columns,
+// backward (grad_x = alpha · grad · W) by input columns. Elsewhere (CUDA, trainable weights) it is a plain addmm.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,5 +27,9 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 // mode is on).
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
                   double alpha = 1.0, double beta = 1.0, Epilogue epilogue = Epilogue::kNone);
+
+// Process-wide switch for the autograd split above (default on), so that benchmarks and tests can run both
+// paths side by side in one process.
+void SetLinearSplitUnderAutograd(bool enabled);
 
 }  // namespace clipserve
