@@ -76,12 +76,10 @@ class SplitLinearFunction : public torch::autograd::Function<SplitLinearFunction
     const double alpha = ctx->saved_data["alpha"].toDouble();
     const at::Tensor& g = grads[0];
     const int threads = at::get_num_threads();
-    at::Tensor grad_x;
-    if (!at::GradMode::is_enabled() && WorthSplitting(g.size(0), g.size(1), weight.size(1), threads)) {
-      grad_x = SplitGemm(g, weight.t(), at::Tensor(), alpha, 0.0, threads);
-    } else {
-      grad_x = alpha == 1.0 ? at::mm(g, weight) : at::mm(g, weight) * alpha;
-    }
+    // grad_x = alpha · g · W = alpha · g · (Wᵀ)ᵀ: the forward's product with Wᵀ as the weight.
+    const bool split = !at::GradMode::is_enabled() && WorthSplitting(g.size(0), g.size(1), weight.size(1), threads);
+    const at::Tensor grad_x = split ? SplitGemm(g, weight.t(), at::Tensor(), alpha, 0.0, threads)
+                                    : PlainLinear(g, weight.t(), at::Tensor(), alpha, 0.0);
     return {grad_x, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

@@ -6,14 +6,12 @@
 #include <torch/autograd.h>
 
 #include "gtest/gtest.h"
+#include "tests/testing/tensor_testing.h"
 
 namespace clipserve {
 namespace {
 
-double RelativeError(const at::Tensor& ours, const at::Tensor& ref) {
-  return ((ours.detach().to(at::kDouble) - ref.detach().to(at::kDouble)).norm() / ref.detach().to(at::kDouble).norm())
-      .item<double>();
-}
+using ::clipserve::testing::RelativeError;
 
 // Two pool threads and shapes above the split threshold (130 · 96 · 100 multiply-adds > 2^20).
 class LinearTest : public ::testing::Test {
