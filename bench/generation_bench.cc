@@ -5,8 +5,10 @@
 //                         models/shapes-world of the source tree). Counter job_steps_per_s = N / step time.
 //                         $CLIPSERVE_BENCH_DEVICE picks the device ("cuda:0"; default cpu): on a GPU one job's
 //                         step leaves the device mostly idle, which is where batching jobs pays.
-//   .../split:S          — S = 0 runs the CPU GEMMs under autograd as plain single-threaded addmm calls (the
-//                         path before Linear() split them across the pool), S = 1 as the server does.
+//   .../split:S          — which CPU kernels under autograd are split across torch's pool: S = 0 none (plain
+//                         single-threaded addmm calls and torch's bmm attention, the path before either split),
+//                         S = 1 the GEMMs only (Linear()), S = 2 the GEMMs and the attention (SelfAttention()),
+//                         as the server runs.
 // The CPU thread policy is the server's (ConfigureCpuThreads: torch's pool on every core, BLAS single-threaded).
 // Run: build/bin/clipserve_bench --benchmark_filter=GenerationStep
 #include <benchmark/benchmark.h>
@@ -21,6 +23,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "server/generation/generator.h"
+#include "server/models/attention.h"
 #include "server/models/cpu_threads.h"
 #include "server/models/linear.h"
 
@@ -49,6 +52,12 @@ const GenerationModels* ShippedModels() {
   return models;
 }
 
+// The split:S argument above.
+void SetSplits(int64_t s) {
+  SetLinearSplitUnderAutograd(s >= 1);
+  SetAttentionSplitUnderAutograd(s >= 2);
+}
+
 void BM_GenerationStep(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();
   if (models == nullptr) {
@@ -56,7 +65,7 @@ void BM_GenerationStep(benchmark::State& state) {
     return;
   }
   const int n = static_cast<int>(state.range(0));
-  SetLinearSplitUnderAutograd(state.range(1) != 0);
+  SetSplits(state.range(1));
   static const char* kPrompts[] = {"a red circle", "a blue square on a yellow background", "a green triangle",
                                    "a yellow star", "a purple heart", "a white cross on a red background",
                                    "an orange ring", "a black arrow"};
@@ -87,11 +96,11 @@ void BM_GenerationStep(benchmark::State& state) {
   }
   state.counters["job_steps_per_s"] =
       benchmark::Counter(static_cast<double>(n) * state.iterations(), benchmark::Counter::kIsRate);
-  SetLinearSplitUnderAutograd(true);
+  SetSplits(2);
 }
 BENCHMARK(BM_GenerationStep)
     ->ArgNames({"jobs", "split"})
-    ->ArgsProduct({{1, 4, 8}, {0, 1}})
+    ->ArgsProduct({{1, 4, 8}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(5.0);
@@ -121,15 +130,19 @@ void BM_GenerationClipForwardBackward(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();
   if (models == nullptr) return state.SkipWithError("no shapes-world models");
   const at::Tensor x = at::rand({32, 3, 64, 64}).set_requires_grad(true);
-  SetLinearSplitUnderAutograd(state.range(0) != 0);
+  SetSplits(state.range(0));
   for (auto _ : state) {
     at::Tensor e = models->clip->model->EncodeImage(x);
     e.sum().backward();
     benchmark::DoNotOptimize(e.data_ptr());
   }
-  SetLinearSplitUnderAutograd(true);
+  SetSplits(2);
 }
-BENCHMARK(BM_GenerationClipForwardBackward)->ArgName("split")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_GenerationClipForwardBackward)
+    ->ArgName("split")
+    ->DenseRange(0, 2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_GenerationVqganForwardBackward(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();

@@ -38,7 +38,7 @@ tail -5 "$out/tests.log"
 
 step "generation batching on cuda:0 and on the CPU"
 for device in cuda:0 cpu; do
-  CLIPSERVE_BENCH_DEVICE=$device /tmp/b/bin/clipserve_bench --benchmark_filter='BM_GenerationStep/jobs:[0-9]+/split:1' \
+  CLIPSERVE_BENCH_DEVICE=$device /tmp/b/bin/clipserve_bench --benchmark_filter='BM_GenerationStep/jobs:[0-9]+/split:2' \
     --benchmark_format=json --benchmark_out="$out/generation_bench_${device%%:*}.json" >"$out/bench_${device%%:*}.log" 2>&1
   grep -h -o '"name": "BM_GenerationStep[^"]*"\|"job_steps_per_s": [0-9.e+]*' "$out/generation_bench_${device%%:*}.json" \
     | paste - - | sed "s/^/$device /"

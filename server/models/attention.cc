@@ -3,11 +3,14 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include "server/models/simd_math.h"
 #include "server/models/torch_compat.h"
@@ -114,14 +117,10 @@ at::Tensor TorchAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int
   return out.transpose(1, 2).reshape({batch * len, d});
 }
 
-}  // namespace
-
-at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal) {
-  const SgemmFn sgemm = Sgemm();
-  if (sgemm == nullptr || at::GradMode::is_enabled() || !qkv.is_cpu() || qkv.scalar_type() != at::kFloat ||
-      !qkv.is_contiguous()) {
-    return TorchAttention(qkv, batch, len, heads, causal);
-  }
+// Forward for every (batch, head) on torch's pool. `probs`, when given, receives each head's softmax matrix
+// ([batch · heads, len, len], row-major), kept for the backward; otherwise a per-thread scratch holds it.
+at::Tensor AttendAllHeads(SgemmFn sgemm, const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal,
+                          float* probs) {
   const int64_t d = qkv.size(1) / 3, hd = d / heads;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
   at::Tensor out = at::empty({batch * len, d}, qkv.options());
@@ -131,17 +130,121 @@ at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int6
   // Raw pointers only from here on: the pool threads touch no tensors, so no autograd or inference-mode state
   // is involved.
   at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scores;
-    scores.resize(static_cast<size_t>(len * len));
+    thread_local std::vector<float> scratch;
+    if (probs == nullptr) scratch.resize(static_cast<size_t>(len * len));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
       const float* rows = in + b * len * ld_in;
       AttendOneHead(sgemm, rows + h * hd, rows + d + h * hd, rows + 2 * d + h * hd, ld_in,
-                    dst + b * len * ld_out + h * hd, ld_out, static_cast<int>(len), static_cast<int>(hd), scale,
-                    causal, scores.data());
+                    dst + b * len * ld_out + h * hd, ld_out, static_cast<int>(len), static_cast<int>(hd), scale, causal,
+                    probs != nullptr ? probs + task * len * len : scratch.data());
     }
   });
   return out;
+}
+
+// The gradient of one (batch, head), all matrices row-major as in AttendOneHead: with P = softmax(S),
+// S = scale · q kᵀ and out = P v, given g = d out ([L, hd], stride ldg):
+//   dv = Pᵀ g,  dP = g vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dq = scale · dS k,  dk = scale · dSᵀ q.
+// dq, dk, dv are written (not added) with row stride ldqkv; `work` holds L × L floats. Masked entries have
+// P = 0, so their dS is 0 too.
+void AttendOneHeadBackward(SgemmFn sgemm, const float* q, const float* k, const float* v, int ldqkv, const float* p,
+                           const float* g, int ldg, float* dq, float* dk, float* dv, int len, int hd, float scale,
+                           float* work) {
+  const float zero = 0.0f, one = 1.0f;
+  // dvᵀ (column-major) = gᶜ · Pᶜᵀ.
+  sgemm("N", "T", &hd, &len, &len, &one, g, &ldg, p, &len, &zero, dv, &ldqkv);
+  // dPᵀ (column-major) = vᶜᵀ · gᶜ.
+  sgemm("T", "N", &len, &len, &hd, &one, v, &ldqkv, g, &ldg, &zero, work, &len);
+  for (int i = 0; i < len; ++i) {
+    const float* pr = p + static_cast<ptrdiff_t>(i) * len;
+    float* w = work + static_cast<ptrdiff_t>(i) * len;
+    float dot = 0.0f;
+    for (int j = 0; j < len; ++j) dot += w[j] * pr[j];
+    for (int j = 0; j < len; ++j) w[j] = pr[j] * (w[j] - dot);
+  }
+  // dqᵀ (column-major) = kᶜ · dSᶜ;  dkᵀ = qᶜ · dSᶜᵀ.
+  sgemm("N", "N", &hd, &len, &len, &scale, k, &ldqkv, work, &len, &zero, dq, &ldqkv);
+  sgemm("N", "T", &hd, &len, &len, &scale, q, &ldqkv, work, &len, &zero, dk, &ldqkv);
+}
+
+// SelfAttention under autograd on the CPU: the inference path's per-(batch, head) tasks forward, keeping the
+// softmax matrices, and the same split backward. Under create_graph the backward recomputes the attention
+// with torch ops and differentiates that, so higher derivatives stay correct.
+class SplitAttentionFunction : public torch::autograd::Function<SplitAttentionFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv, int64_t batch, int64_t len,
+                            int64_t heads, bool causal) {
+    at::Tensor probs = at::empty({batch * heads, len, len}, qkv.options());
+    at::Tensor out = AttendAllHeads(Sgemm(), qkv, batch, len, heads, causal, probs.data_ptr<float>());
+    ctx->save_for_backward({qkv, probs});
+    ctx->saved_data["batch"] = batch;
+    ctx->saved_data["len"] = len;
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["causal"] = causal;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& qkv = saved[0];
+    const at::Tensor& probs = saved[1];
+    const int64_t batch = ctx->saved_data["batch"].toInt(), len = ctx->saved_data["len"].toInt();
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const bool causal = ctx->saved_data["causal"].toBool();
+    const torch::autograd::variable_list none(4);
+    if (at::GradMode::is_enabled()) {
+      const at::Tensor out = TorchAttention(qkv, batch, len, heads, causal);
+      torch::autograd::variable_list result = torch::autograd::grad({out}, {qkv}, {grads[0]}, /*retain_graph=*/true,
+                                                                    /*create_graph=*/true);
+      result.insert(result.end(), none.begin(), none.end());
+      return result;
+    }
+    const at::Tensor g = grads[0].contiguous();
+    const int64_t d = qkv.size(1) / 3, hd = d / heads;
+    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    at::Tensor dqkv = at::empty_like(qkv);
+    const float* in = qkv.data_ptr<float>();
+    const float* p = probs.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    float* dst = dqkv.data_ptr<float>();
+    const SgemmFn sgemm = Sgemm();
+    const int ld = static_cast<int>(3 * d), ldg = static_cast<int>(d);
+    at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> work;
+      work.resize(static_cast<size_t>(len * len));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / heads, h = task % heads;
+        const float* rows = in + b * len * ld + h * hd;
+        float* drows = dst + b * len * ld + h * hd;
+        AttendOneHeadBackward(sgemm, rows, rows + d, rows + 2 * d, ld, p + task * len * len,
+                              gp + b * len * ldg + h * hd, ldg, drows, drows + d, drows + 2 * d, static_cast<int>(len),
+                              static_cast<int>(hd), scale, work.data());
+      }
+    });
+    torch::autograd::variable_list result{dqkv};
+    result.insert(result.end(), none.begin(), none.end());
+    return result;
+  }
+};
+
+std::atomic<bool> split_under_autograd{true};
+
+}  // namespace
+
+void SetAttentionSplitUnderAutograd(bool enabled) { split_under_autograd.store(enabled, std::memory_order_relaxed); }
+
+at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal) {
+  const SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr || !qkv.is_cpu() || qkv.scalar_type() != at::kFloat || !qkv.is_contiguous()) {
+    return TorchAttention(qkv, batch, len, heads, causal);
+  }
+  if (!at::GradMode::is_enabled()) return AttendAllHeads(sgemm, qkv, batch, len, heads, causal, nullptr);
+  if (qkv.requires_grad() && split_under_autograd.load(std::memory_order_relaxed)) {
+    return SplitAttentionFunction::apply(qkv, batch, len, heads, causal);
+  }
+  return TorchAttention(qkv, batch, len, heads, causal);
 }
 
 }  // namespace clipserve

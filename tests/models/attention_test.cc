@@ -3,6 +3,7 @@
 #include <tuple>
 
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include "gtest/gtest.h"
 #include "tests/testing/tensor_testing.h"
@@ -15,13 +16,21 @@ using ::clipserve::testing::RelativeError;
 // (batch, len, heads, head dim, causal)
 class SelfAttentionTest : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> {};
 
-// The inference path (per-head BLAS calls and clipserve's own softmax) against the autograd path (torch's
-// scaled-dot-product attention) on the same fused qkv rows; lengths around the 16-wide vector steps.
+// Torch's scaled-dot-product attention under autograd (the path SetAttentionSplitUnderAutograd(false) takes).
+at::Tensor TorchPath(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal) {
+  SetAttentionSplitUnderAutograd(false);
+  at::Tensor out = SelfAttention(qkv, batch, len, heads, causal);
+  SetAttentionSplitUnderAutograd(true);
+  return out;
+}
+
+// The inference path (per-head BLAS calls and clipserve's own softmax) against torch's scaled-dot-product
+// attention on the same fused qkv rows; lengths around the 16-wide vector steps.
 TEST_P(SelfAttentionTest, InferencePathMatchesTorch) {
   const auto [batch, len, heads, hd, causal] = GetParam();
   at::manual_seed(batch * 1000 + len * 10 + heads);
   const at::Tensor qkv = at::randn({batch * len, 3 * heads * hd}) * 2.0;
-  const at::Tensor reference = SelfAttention(qkv.requires_grad_(true), batch, len, heads, causal).detach();
+  const at::Tensor reference = TorchPath(qkv.clone().requires_grad_(true), batch, len, heads, causal).detach();
   at::Tensor fast;
   {
     c10::InferenceMode guard;
@@ -31,11 +40,46 @@ TEST_P(SelfAttentionTest, InferencePathMatchesTorch) {
   EXPECT_LE(RelativeError(fast, reference), 1e-5);
 }
 
+// The autograd path (the same per-head tasks, forward and backward) against torch's: values and the gradient
+// of a random upstream gradient with respect to every q, k and v entry.
+TEST_P(SelfAttentionTest, AutogradPathMatchesTorch) {
+  const auto [batch, len, heads, hd, causal] = GetParam();
+  at::manual_seed(batch * 1000 + len * 10 + heads + 1);
+  const at::Tensor qkv = at::randn({batch * len, 3 * heads * hd}) * 2.0;
+  const at::Tensor upstream = at::randn({batch * len, heads * hd});
+  const at::Tensor a = qkv.clone().requires_grad_(true), b = qkv.clone().requires_grad_(true);
+  const at::Tensor split = SelfAttention(a, batch, len, heads, causal);
+  const at::Tensor torch = TorchPath(b, batch, len, heads, causal);
+  ASSERT_NE(split.grad_fn(), nullptr);
+  EXPECT_NE(split.grad_fn()->name(), torch.grad_fn()->name());  // the two paths really differ
+  EXPECT_LE(RelativeError(split.detach(), torch.detach()), 1e-5);
+  split.backward(upstream);
+  torch.backward(upstream);
+  EXPECT_LE(RelativeError(a.grad(), b.grad()), 1e-5);
+}
+
+// Under create_graph the gradient stays differentiable: second derivatives equal torch's.
+TEST_P(SelfAttentionTest, SecondDerivativesMatchTorch) {
+  const auto [batch, len, heads, hd, causal] = GetParam();
+  at::manual_seed(batch * 1000 + len * 10 + heads + 2);
+  const at::Tensor qkv = at::randn({batch * len, 3 * heads * hd});
+  const at::Tensor upstream = at::randn({batch * len, heads * hd});
+  auto second = [&](bool split) {
+    const at::Tensor x = qkv.clone().requires_grad_(true);
+    const at::Tensor out =
+        split ? SelfAttention(x, batch, len, heads, causal) : TorchPath(x, batch, len, heads, causal);
+    const at::Tensor g = torch::autograd::grad({(out * upstream).sum()}, {x}, {}, true, true)[0];
+    return torch::autograd::grad({g.pow(2).sum()}, {x})[0];
+  };
+  // allclose, not RelativeError: at length 1 the output is v and both second derivatives are zero.
+  EXPECT_TRUE(at::allclose(second(true), second(false), 1e-4, 1e-5));
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, SelfAttentionTest,
                          ::testing::Values(std::make_tuple(1, 1, 1, 8, false), std::make_tuple(2, 15, 2, 16, false),
                                            std::make_tuple(2, 16, 2, 16, true), std::make_tuple(3, 17, 4, 8, true),
-                                           std::make_tuple(8, 50, 12, 64, false),
-                                           std::make_tuple(2, 77, 8, 64, true), std::make_tuple(1, 33, 3, 5, false)));
+                                           std::make_tuple(8, 50, 12, 64, false), std::make_tuple(2, 77, 8, 64, true),
+                                           std::make_tuple(1, 33, 3, 5, false)));
 
 }  // namespace
 }  // namespace clipserve
