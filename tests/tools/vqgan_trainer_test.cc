@@ -1,14 +1,19 @@
 #include "tools/vqgan_trainer/vqgan_trainer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <vector>
+
+#include <c10/core/InferenceMode.h>
+#include <opencv2/core.hpp>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/models/vqgan/vqgan.h"
 #include "tests/testing/status_matchers.h"
+#include "tools/shapes/world.h"
 
 namespace clipserve::vqgan_trainer {
 namespace {
@@ -45,21 +50,81 @@ std::vector<nlohmann::json> Curve(const fs::path& dir) {
   return out;
 }
 
-TEST(VqganTrainer, LossFallsAndTheResultLoadsThroughTheServersLoader) {
+// Mean PSNR (dB) of `model`'s reconstructions of the first `count` held-out scenes at its resolution.
+double HeldOutPsnr(const vqgan::VqganModel& model, int count) {
+  shapes::SceneSamplerOptions so;
+  so.split = shapes::Split::kEval;
+  so.seed = shapes::kFirstEvalSeed;
+  so.render.image_size = static_cast<int>(model.config().ddconfig.resolution);
+  auto sampler = shapes::SceneSampler::Create(so);
+  EXPECT_THAT(sampler, IsOk());
+  if (!sampler.ok()) return 0;
+  c10::InferenceMode guard;
+  vqgan::VqModel& m = model.module();
+  double sum = 0;
+  for (int i = 0; i < count; ++i) {
+    const cv::Mat img = (*sampler)->Sample(static_cast<uint64_t>(i)).image;
+    const at::Tensor x = at::from_blob(img.data, {img.rows, img.cols, 3}, at::kByte)
+                             .permute({2, 0, 1})
+                             .unsqueeze(0)
+                             .to(at::kFloat)
+                             .div(127.5)
+                             .sub(1);
+    const at::Tensor y = m.Decode(m.Quantize(m.EncodeToLatent(x), vqgan::QuantizeGradient::kCodebook).z_q).clamp(-1, 1);
+    sum += -10.0 * std::log10(((y - x) / 2).pow(2).mean().clamp_min(1e-10).item<double>());
+  }
+  return sum / count;
+}
+
+// 60 steps of the tiny model: its reconstructions of held-out scenes beat those of its initial weights (the
+// trainer seeds them: manual_seed(seed), then VqganModel::Create), and the result loads through the server's
+// loader: with seed 1, 9.1 dB before, 11.2 dB after. (Its training loss is not monotone this early — the
+// commitment term grows with the encoder's output and the dead-code restarts at steps 20 and 40 move codes —
+// so the test compares reconstructions.)
+TEST(VqganTrainer, ReconstructionImprovesAndTheResultLoadsThroughTheServersLoader) {
   const fs::path dir = fs::path(::testing::TempDir()) / "vqgan_train";
   fs::remove_all(dir);
-  auto report = Train(Tiny(dir));
+  const TrainOptions options = Tiny(dir);
+  auto report = Train(options);
   ASSERT_THAT(report, IsOk());
   EXPECT_EQ(report->steps, 60);
-  const auto curve = Curve(dir);
-  ASSERT_EQ(curve.size(), 3u);
-  EXPECT_LT(curve.back()["loss"].get<double>(), curve.front()["loss"].get<double>());
-  EXPECT_GT(report->eval_psnr_db, 5.0);
+  EXPECT_EQ(Curve(dir).size(), 3u);
   vqgan::VqganModel::Options o;
   o.model_dir = dir;
   auto model = vqgan::VqganModel::Load(o);
   ASSERT_THAT(model, IsOk());
   EXPECT_EQ((*model)->config().n_embed, 32);
+
+  at::manual_seed(options.seed);
+  vqgan::VqganModel::Options untrained_options;
+  untrained_options.config = options.config;
+  auto untrained = vqgan::VqganModel::Create(untrained_options);
+  ASSERT_THAT(untrained, IsOk());
+  const double before = HeldOutPsnr(**untrained, 16), after = HeldOutPsnr(**model, 16);
+  EXPECT_NEAR(after, report->eval_psnr_db, 0.5);  // the trainer's own evaluation of the same scenes
+  EXPECT_GT(after, before + 1.0) << "untrained " << before << " dB, trained " << after << " dB";
+}
+
+// The seed fixes the whole run, the initial weights included (libtorch seeds its default generator at random
+// per process: before the trainer seeded it, two runs started from different weights and this test's
+// neighbour above failed now and then when the loss at step 60 came out above the loss at step 20).
+TEST(VqganTrainer, TheSeedMakesARunRepeatable) {
+  std::vector<std::vector<nlohmann::json>> curves;
+  for (const char* name : {"vqgan_repeat_a", "vqgan_repeat_b"}) {
+    const fs::path dir = fs::path(::testing::TempDir()) / name;
+    fs::remove_all(dir);
+    TrainOptions o = Tiny(dir);
+    o.max_steps = 10;
+    o.eval_every = 5;
+    ASSERT_THAT(Train(o), IsOk());
+    curves.push_back(Curve(dir));
+  }
+  ASSERT_EQ(curves[0].size(), 2u);
+  ASSERT_EQ(curves[1].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(curves[0][i]["loss"].get<double>(), curves[1][i]["loss"].get<double>()) << "point " << i;
+    EXPECT_EQ(curves[0][i]["psnr_db"].get<double>(), curves[1][i]["psnr_db"].get<double>()) << "point " << i;
+  }
 }
 
 TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {

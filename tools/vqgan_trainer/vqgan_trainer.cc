@@ -104,6 +104,9 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
     step = progress.value("step", int64_t{0});
     prior_minutes = progress.value("minutes", 0.0);
   } else {
+    // The initial weights come from torch's default generator, which libtorch seeds at random per process:
+    // seeded here, so that a run is repeatable.
+    at::manual_seed(options.seed);
     vqgan::VqganModel::Options o;
     o.config = options.config;
     CLIPSERVE_ASSIGN_OR_RETURN(model, vqgan::VqganModel::Create(o));
