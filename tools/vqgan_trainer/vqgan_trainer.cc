@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -64,6 +65,15 @@ EvalStats Evaluate(vqgan::VqModel& module, const vqgan::VqganConfig& config, con
   return {psnr / count, used.sum().item<double>() / static_cast<double>(config.n_embed)};
 }
 
+// The held-out scenes every evaluation draws, the first `count` of them, at `size` pixels.
+absl::StatusOr<std::unique_ptr<shapes::SceneSampler>> EvalSampler(int size) {
+  shapes::SceneSamplerOptions o;
+  o.split = shapes::Split::kEval;
+  o.seed = shapes::kFirstEvalSeed;
+  o.render.image_size = size;
+  return shapes::SceneSampler::Create(o);
+}
+
 void DefaultLog(const std::string& line) {
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);
@@ -119,10 +129,7 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
   train_options.seed = options.seed;
   train_options.render.image_size = size;
   CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, shapes::SceneSampler::Create(train_options));
-  shapes::SceneSamplerOptions eval_options = train_options;
-  eval_options.split = shapes::Split::kEval;
-  eval_options.seed = shapes::kFirstEvalSeed;
-  CLIPSERVE_ASSIGN_OR_RETURN(auto eval_sampler, shapes::SceneSampler::Create(eval_options));
+  CLIPSERVE_ASSIGN_OR_RETURN(auto eval_sampler, EvalSampler(size));
 
   // Dead-code restarts draw from torch's generator: seeded, so a run is repeatable (a resumed run continues with
   // a generator seeded from the step instead).
@@ -222,6 +229,17 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
   });
   if (!status.ok()) return status;
   return report;
+}
+
+absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count) {
+  if (count < 1) return absl::InvalidArgumentError(absl::StrCat("count must be at least 1, got ", count));
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, EvalSampler(static_cast<int>(model.config().ddconfig.resolution)));
+  double psnr = 0;
+  CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("evaluating the VQGAN", [&]() -> absl::Status {
+    psnr = Evaluate(model.module(), model.config(), *sampler, count).psnr_db;
+    return absl::OkStatus();
+  }));
+  return psnr;
 }
 
 }  // namespace clipserve::vqgan_trainer

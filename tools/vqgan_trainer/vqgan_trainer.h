@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/models/vqgan/config.h"
+#include "server/models/vqgan/vqgan.h"
 
 namespace clipserve::vqgan_trainer {
 
@@ -51,5 +52,9 @@ struct TrainReport {
 // Trains (or resumes) into options.out: config.json + model.safetensors (loadable by VqganModel::Load),
 // train_state.pt (optimizer and step), learning_curve.jsonl (one line per evaluation).
 absl::StatusOr<TrainReport> Train(const TrainOptions& options);
+
+// Mean PSNR (dB) of `model`'s reconstructions of the first `count` held-out world scenes at its resolution:
+// the evaluation Train() logs and reports (TrainReport::eval_psnr_db with count = eval_count).
+absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count);
 
 }  // namespace clipserve::vqgan_trainer
