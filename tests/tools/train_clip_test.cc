@@ -1,5 +1,6 @@
 #include "tools/train/clip_trainer.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -556,6 +557,54 @@ TEST_F(TrainClipTest, AdversarialTrainingTrainsOnPerturbedPictures) {
     EXPECT_THAT(status.message(), HasSubstr("adversarial"));
   }
   for (const fs::path& dir : {adv, plain}) fs::remove_all(dir);
+}
+
+TEST_F(TrainClipTest, GenerationNegativesAndReconstructionsJoinTheBatches) {
+  const fs::path base = TempDir("gn_base"), with_dir = TempDir("gn_with"), plain = TempDir("gn_plain");
+  ClipTrainerOptions o = TinyOptions(base);
+  o.max_steps = 2;
+  o.ema_decay = 0;
+  ASSERT_TRUE(TrainClip(o).ok());
+  ClipTrainerOptions f = TinyOptions(plain);
+  f.init_from = base;
+  f.ema_decay = 0;
+  f.max_steps = 2;
+  f.blob_fraction = 0.125;
+  auto without = TrainClip(f);
+  ASSERT_TRUE(without.ok()) << without.status();
+
+  f.out_dir = with_dir;
+  f.generation_negatives = {.chains = 2,
+                            .vqgan_dir = fs::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world" / "vqgan",
+                            .chain_steps = 3,
+                            .min_steps = 0,
+                            .cutn = 2};
+  f.generation_negatives_refresh_every = 1;
+  f.vqgan_reconstructions = 0.5;
+  auto with = TrainClip(f);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_EQ(with->losses.size(), 2u);
+  EXPECT_TRUE(std::isfinite(with->losses[0]));
+  // Same weights and scenes; two more pictures and half the shapes through the VQGAN change the first loss.
+  EXPECT_NE(with->losses[0], without->losses[0]);
+  f.vqgan_reconstructions = 0;
+  auto negatives_only = TrainClip(f);
+  ASSERT_TRUE(negatives_only.ok()) << negatives_only.status();
+  EXPECT_NE(negatives_only->losses[0], without->losses[0]);
+
+  ClipTrainerOptions bad = f;
+  bad.init_from.clear();
+  EXPECT_THAT(TrainClip(bad).status().message(), HasSubstr("init_from"));
+  bad = f;
+  bad.generation_negatives.vqgan_dir.clear();
+  EXPECT_EQ(TrainClip(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = f;
+  bad.vqgan_reconstructions = 1.5;
+  EXPECT_EQ(TrainClip(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = f;
+  bad.generation_negatives_refresh_every = 0;
+  EXPECT_EQ(TrainClip(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const fs::path& dir : {base, with_dir, plain}) fs::remove_all(dir);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "server/generation/cutouts.h"
 #include "server/models/clip/clip_model.h"
 #include "server/models/clip/tokenizer.h"
+#include "server/models/vqgan/vqgan.h"
 #include "tools/bpe/bpe_trainer.h"
 
 namespace clipserve::train {
@@ -97,6 +98,11 @@ absl::StatusOr<int> BuildTokenizer(const ClipTrainerOptions& o) {
   return static_cast<int>(longest) + o.context_margin;
 }
 
+// A per-channel constant (the preprocessing's mean or std) as [1, 3, 1, 1], to normalise pictures with.
+at::Tensor PerChannel(const std::array<float, 3>& v) {
+  return at::tensor(std::vector<float>(v.begin(), v.end()), at::kFloat).view({1, 3, 1, 1});
+}
+
 struct Batch {
   at::Tensor pixels;  // [B, 3, S, S]
   at::Tensor ids;     // [B, L]
@@ -104,8 +110,10 @@ struct Batch {
   at::Tensor adversarial;  // [B] bool: rows adversarial training perturbs (adversarial_epsilon > 0 only)
 };
 
+// `reconstructor`: the VQGAN of vqgan_reconstructions (null when that is off).
 absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const clip::Tokenizer& tok,
-                                     const clip::PreprocessConfig& pre, const ClipTrainerOptions& o, int64_t step) {
+                                     const clip::PreprocessConfig& pre, const ClipTrainerOptions& o, int64_t step,
+                                     const vqgan::VqganModel* reconstructor) {
   const int b = o.batch_size;
   const int s = o.image_size;
   const int l = tok.context_length();
@@ -125,6 +133,7 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
     std::swap(colours[g], colours[g + batch_rng.Below(colours.size() - g)]);
   }
   std::vector<int64_t> cutout_rows;  // items that also go through generation's cutouts
+  std::vector<int64_t> reconstructed_rows;  // shape pictures replaced by their VQGAN reconstruction
   if (o.adversarial_epsilon > 0) batch.adversarial = at::zeros({b}, at::kBool);
   for (int i = 0; i < b; ++i) {
     const uint64_t index = static_cast<uint64_t>(step) * static_cast<uint64_t>(b) + static_cast<uint64_t>(i);
@@ -153,6 +162,10 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
         bounds = shapes::SceneBounds(e.scene);
         image = e.image;
         caption = std::move(e.caption);
+        if (reconstructor != nullptr &&
+            shapes::Rng::For(o.seed, index, /*stream=*/0x76717263).Bernoulli(o.vqgan_reconstructions)) {
+          reconstructed_rows.push_back(i);
+        }
       }
     } else {
       shapes::Example e = sampler.Sample(index);
@@ -175,6 +188,14 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
       batch.adversarial.data_ptr<bool>()[i] = true;
     }
   }
+  if (!reconstructed_rows.empty()) {
+    at::NoGradGuard no_grad;
+    const at::Tensor selected = at::tensor(reconstructed_rows, at::kLong);
+    const at::Tensor mean = PerChannel(pre.mean), std = PerChannel(pre.std);
+    const at::Tensor raw = batch.pixels.index_select(0, selected) * std + mean;  // [0, 1]
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor rec, reconstructor->Reconstruct(raw * 2 - 1));
+    batch.pixels.index_copy_(0, selected, (((rec.to(at::kFloat) + 1) / 2).clamp(0, 1) - mean) / std);
+  }
   if (!cutout_rows.empty()) {
     at::Generator generator = at::detail::createCPUGenerator(
         shapes::Rng::For(o.seed, static_cast<uint64_t>(step), /*stream=*/0x63757467).Next());
@@ -184,6 +205,27 @@ absl::StatusOr<Batch> MakeTrainBatch(const shapes::SceneSampler& sampler, const 
                                                             pre.std, o.generation_cutout_options, generator));
   }
   return batch;
+}
+
+// Appends generation's pictures to the batch as blobs of their prompts' colours (never perturbed adversarially).
+absl::Status AppendNegatives(const GenerationNegatives::Negatives& n, const clip::Tokenizer& tok,
+                             const clip::PreprocessConfig& pre, Batch& batch) {
+  if (n.colours.empty()) return absl::OkStatus();
+  const int64_t count = static_cast<int64_t>(n.colours.size());
+  const int l = tok.context_length();
+  at::Tensor ids = at::zeros({count, l}, at::kLong);
+  for (int64_t i = 0; i < count; ++i) {
+    const std::string colour(shapes::ColourName(n.colours[i]));
+    CLIPSERVE_RETURN_IF_ERROR(tok.EncodePadded(absl::StrCat(shapes::Article(colour), " ", colour, " blob"),
+                                               clip::Truncation::kReject,
+                                               absl::MakeSpan(ids.data_ptr<int64_t>() + i * l, l), nullptr));
+    batch.facts.push_back({.label = BlobLabelOf(n.colours[i])});
+  }
+  const at::Tensor mean = PerChannel(pre.mean), std = PerChannel(pre.std);
+  batch.pixels = at::cat({batch.pixels, (n.images.to(at::kFloat) - mean) / std});
+  batch.ids = at::cat({batch.ids, ids});
+  if (batch.adversarial.defined()) batch.adversarial = at::cat({batch.adversarial, at::zeros({count}, at::kBool)});
+  return absl::OkStatus();
 }
 
 // Held-out images (normalised by clip::Preprocess itself) and the 80 zero-shot prompts.
@@ -487,10 +529,7 @@ at::Tensor AdversarialPixels(const clip::ClipModel& model, const at::Tensor& pix
                              double epsilon, int steps, const at::Tensor& selected, at::Generator generator) {
   const at::Tensor rows = selected.to(at::kBool).nonzero().view({-1});
   if (rows.numel() == 0) return pixels;
-  const auto channel = [](const std::array<float, 3>& v) {
-    return at::tensor(std::vector<float>(v.begin(), v.end()), at::kFloat).view({1, 3, 1, 1});
-  };
-  const at::Tensor mean = channel(pre.mean), std = channel(pre.std);
+  const at::Tensor mean = PerChannel(pre.mean), std = PerChannel(pre.std);
   const at::Tensor radius = epsilon / std;  // ε per channel in normalised units
   const at::Tensor low = -mean / std, high = (1 - mean) / std;
   const double step_size = steps == 1 ? 1.25 : 2.5 / steps;
@@ -584,6 +623,19 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("generation_cutouts must be in [0, 1], got ", o.generation_cutouts));
   }
   CLIPSERVE_RETURN_IF_ERROR(generation::ValidateCutoutOptions(o.generation_cutout_options));
+  if (!(o.vqgan_reconstructions >= 0 && o.vqgan_reconstructions <= 1) || o.generation_negatives_refresh_every < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("vqgan_reconstructions must be in [0, 1] and "
+                                                   "generation_negatives_refresh_every >= 1, got ",
+                                                   o.vqgan_reconstructions, " and ",
+                                                   o.generation_negatives_refresh_every));
+  }
+  if ((o.generation_negatives.chains > 0 || o.vqgan_reconstructions > 0) && o.generation_negatives.vqgan_dir.empty()) {
+    return absl::InvalidArgumentError("generation negatives and VQGAN reconstructions need a VQGAN directory");
+  }
+  if (o.generation_negatives.chains > 0 && o.init_from.empty() && !o.resume) {
+    return absl::InvalidArgumentError(
+        "generation negatives need init_from (or resume): the chains are steered by a CLIP that reads the world");
+  }
   if (!(o.adversarial_epsilon >= 0 && o.adversarial_epsilon < 1) || o.adversarial_steps < 1 ||
       o.adversarial_steps > 20 || !(o.adversarial_fraction >= 0 && o.adversarial_fraction <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -657,6 +709,18 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
                              shapes::SceneSampler::Create({.split = shapes::Split::kTrain, .seed = o.seed,
                                                            .render = {.image_size = opts.image_size}}));
   CLIPSERVE_ASSIGN_OR_RETURN(EvalSet eval_set, MakeEvalSet(opts, *tok, pre));
+  std::unique_ptr<vqgan::VqganModel> reconstructor;
+  if (o.vqgan_reconstructions > 0) {
+    vqgan::VqganModel::Options vo;
+    vo.model_dir = o.generation_negatives.vqgan_dir;
+    CLIPSERVE_ASSIGN_OR_RETURN(reconstructor, vqgan::VqganModel::Load(vo));
+  }
+  std::unique_ptr<GenerationNegatives> negatives;
+  if (o.generation_negatives.chains > 0) {
+    // The chains' CLIP starts as a copy of the directory the weights came from; Refresh keeps it current.
+    CLIPSERVE_ASSIGN_OR_RETURN(negatives, GenerationNegatives::Create(o.generation_negatives,
+                                                                      resume ? o.out_dir : o.init_from, o.seed));
+  }
 
   if (o.verbose) {
     int64_t n = 0;
@@ -715,12 +779,17 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   // The next batch is drawn on another thread while this step computes (drawing and augmenting 128 scenes is a
   // good part of a step on 2 cores); a batch is a pure function of its step, so this changes no result.
   auto draw = [&](int64_t s) {
-    return std::async(std::launch::async, [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s); });
+    return std::async(std::launch::async, [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s, reconstructor.get()); });
   };
   std::future<absl::StatusOr<Batch>> next = draw(step);
   while (trained() < budget_s && (o.max_steps <= 0 || step < o.max_steps)) {
     CLIPSERVE_ASSIGN_OR_RETURN(Batch batch, next.get());
     next = draw(step + 1);
+    if (negatives != nullptr) {
+      if (step % o.generation_negatives_refresh_every == 0) CLIPSERVE_RETURN_IF_ERROR(negatives->Refresh(*model));
+      CLIPSERVE_ASSIGN_OR_RETURN(GenerationNegatives::Negatives n, negatives->Advance());
+      CLIPSERVE_RETURN_IF_ERROR(AppendNegatives(n, *tok, pre, batch));
+    }
     const double lr = LearningRate(o, step, trained());
     for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);

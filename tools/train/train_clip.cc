@@ -61,6 +61,17 @@ ABSL_FLAG(double, adversarial_epsilon, 0,
           "0.0314) towards a higher loss before training on them (0: off)");
 ABSL_FLAG(int, adversarial_steps, 1, "signed-gradient steps of the adversarial perturbation (1: fast, random start)");
 ABSL_FLAG(double, adversarial_fraction, 1, "share of every batch that is perturbed");
+ABSL_FLAG(int, generation_negatives, 0,
+          "> 0: run this many VQGAN+CLIP generations steered by a copy of the CLIP being trained and add their "
+          "pictures to every batch as \"a <colour> blob\" (needs --init_from or --resume and --generation_vqgan)");
+ABSL_FLAG(std::string, generation_vqgan, "models/shapes-world/vqgan",
+          "the VQGAN of --generation_negatives and --vqgan_reconstructions");
+ABSL_FLAG(int, generation_negative_steps, 40, "steps of each generation before it restarts with a new prompt");
+ABSL_FLAG(int, generation_negative_min_steps, 10, "a generation's picture is a negative from this step on");
+ABSL_FLAG(int, generation_negative_cutn, 8, "cutouts per step of those generations");
+ABSL_FLAG(int, generation_negative_refresh_every, 10, "training steps between copies of the weights into their CLIP");
+ABSL_FLAG(double, vqgan_reconstructions, 0,
+          "share of the shape pictures replaced by their reconstruction through --generation_vqgan (0: off)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -121,6 +132,13 @@ int main(int argc, char** argv) {
   o.adversarial_epsilon = absl::GetFlag(FLAGS_adversarial_epsilon);
   o.adversarial_steps = absl::GetFlag(FLAGS_adversarial_steps);
   o.adversarial_fraction = absl::GetFlag(FLAGS_adversarial_fraction);
+  o.generation_negatives.chains = absl::GetFlag(FLAGS_generation_negatives);
+  o.generation_negatives.vqgan_dir = absl::GetFlag(FLAGS_generation_vqgan);
+  o.generation_negatives.chain_steps = absl::GetFlag(FLAGS_generation_negative_steps);
+  o.generation_negatives.min_steps = absl::GetFlag(FLAGS_generation_negative_min_steps);
+  o.generation_negatives.cutn = absl::GetFlag(FLAGS_generation_negative_cutn);
+  o.generation_negatives_refresh_every = absl::GetFlag(FLAGS_generation_negative_refresh_every);
+  o.vqgan_reconstructions = absl::GetFlag(FLAGS_vqgan_reconstructions);
   if (o.ema_decay < 0 || o.ema_decay >= 1) {
     std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
     return 2;
