@@ -591,6 +591,8 @@ std::string ZeroShotPrompt(Colour colour, Shape shape) {
   return absl::StrCat("a photo of ", WithArticle(absl::StrCat(ColourName(colour), " ", ShapeName(shape))));
 }
 
+std::string BlobCaption(Colour colour) { return WithArticle(absl::StrCat(ColourName(colour), " blob")); }
+
 std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options, CaptionParts* parts) {
   const char* prefix = nullptr;
   if (rng.Bernoulli(options.prefix)) prefix = kPrefixes[rng.Below(std::size(kPrefixes))];
@@ -880,7 +882,7 @@ absl::StatusOr<BlobExample> SceneSampler::SampleBlob(uint64_t index, Colour colo
       }
     }
   }
-  b.caption = WithArticle(absl::StrCat(ColourName(colour), " blob"));
+  b.caption = BlobCaption(colour);
   if (rng.Bernoulli(options_.captions.prefix)) {
     b.caption = absl::StrCat(kPrefixes[rng.Below(std::size(kPrefixes))], " ", b.caption);
   }

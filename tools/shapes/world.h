@@ -217,6 +217,9 @@ struct CaptionOptions {
 // The zero-shot prompt for a label pair, as evaluation uses it: "a photo of a red circle", "a photo of an
 // orange heart".
 std::string ZeroShotPrompt(Colour colour, Shape shape);
+// A blob's caption without a prefix: "a red blob", "an orange blob" (SampleBlob; also generation's pictures
+// that CLIP training rejects as blobs).
+std::string BlobCaption(Colour colour);
 // Which of the optional parts a caption names (colour and shape it always names).
 struct CaptionParts {
   bool size = false;

@@ -215,9 +215,7 @@ absl::Status AppendNegatives(const GenerationNegatives::Negatives& n, const clip
   const int l = tok.context_length();
   at::Tensor ids = at::zeros({count, l}, at::kLong);
   for (int64_t i = 0; i < count; ++i) {
-    const std::string colour(shapes::ColourName(n.colours[i]));
-    CLIPSERVE_RETURN_IF_ERROR(tok.EncodePadded(absl::StrCat(shapes::Article(colour), " ", colour, " blob"),
-                                               clip::Truncation::kReject,
+    CLIPSERVE_RETURN_IF_ERROR(tok.EncodePadded(shapes::BlobCaption(n.colours[i]), clip::Truncation::kReject,
                                                absl::MakeSpan(ids.data_ptr<int64_t>() + i * l, l), nullptr));
     batch.facts.push_back({.label = BlobLabelOf(n.colours[i])});
   }
@@ -779,7 +777,8 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   // The next batch is drawn on another thread while this step computes (drawing and augmenting 128 scenes is a
   // good part of a step on 2 cores); a batch is a pure function of its step, so this changes no result.
   auto draw = [&](int64_t s) {
-    return std::async(std::launch::async, [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s, reconstructor.get()); });
+    return std::async(std::launch::async,
+                      [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s, reconstructor.get()); });
   };
   std::future<absl::StatusOr<Batch>> next = draw(step);
   while (trained() < budget_s && (o.max_steps <= 0 || step < o.max_steps)) {
