@@ -359,6 +359,8 @@ TEST(CaptionTest, ArticlesAndPrompts) {
   EXPECT_EQ(Article("red circle"), "a");
   EXPECT_EQ(ZeroShotPrompt(Colour::kRed, Shape::kCircle), "a photo of a red circle");
   EXPECT_EQ(ZeroShotPrompt(Colour::kOrange, Shape::kHeart), "a photo of an orange heart");
+  EXPECT_EQ(ScenePrompt(Colour::kRed, Shape::kCircle, Colour::kWhite), "a red circle on a white background");
+  EXPECT_EQ(ScenePrompt(Colour::kOrange, Shape::kArrow, Colour::kOrange), "an orange arrow on an orange background");
 }
 
 TEST(CaptionTest, TemplatesGiveTheExpectedSentences) {

@@ -575,11 +575,11 @@ TEST_F(TrainClipTest, GenerationNegativesAndReconstructionsJoinTheBatches) {
 
   f.out_dir = with_dir;
   f.generation_negatives = {.chains = 2,
-                            .vqgan_dir = fs::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world" / "vqgan",
                             .chain_steps = 3,
                             .min_steps = 0,
                             .cutn = 2};
   f.generation_negatives_refresh_every = 1;
+  f.generation_vqgan_dir = fs::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world" / "vqgan";
   f.vqgan_reconstructions = 0.5;
   auto with = TrainClip(f);
   ASSERT_TRUE(with.ok()) << with.status();
@@ -596,7 +596,7 @@ TEST_F(TrainClipTest, GenerationNegativesAndReconstructionsJoinTheBatches) {
   bad.init_from.clear();
   EXPECT_THAT(TrainClip(bad).status().message(), HasSubstr("init_from"));
   bad = f;
-  bad.generation_negatives.vqgan_dir.clear();
+  bad.generation_vqgan_dir.clear();
   EXPECT_EQ(TrainClip(bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = f;
   bad.vqgan_reconstructions = 1.5;

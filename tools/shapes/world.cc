@@ -591,6 +591,11 @@ std::string ZeroShotPrompt(Colour colour, Shape shape) {
   return absl::StrCat("a photo of ", WithArticle(absl::StrCat(ColourName(colour), " ", ShapeName(shape))));
 }
 
+std::string ScenePrompt(Colour colour, Shape shape, Colour background) {
+  return absl::StrCat(WithArticle(absl::StrCat(ColourName(colour), " ", ShapeName(shape))), " on ",
+                      WithArticle(absl::StrCat(ColourName(background), " background")));
+}
+
 std::string BlobCaption(Colour colour) { return WithArticle(absl::StrCat(ColourName(colour), " blob")); }
 
 std::string Caption(const Scene& scene, Rng& rng, const CaptionOptions& options, CaptionParts* parts) {

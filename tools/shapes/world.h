@@ -217,6 +217,9 @@ struct CaptionOptions {
 // The zero-shot prompt for a label pair, as evaluation uses it: "a photo of a red circle", "a photo of an
 // orange heart".
 std::string ZeroShotPrompt(Colour colour, Shape shape);
+// A prompt in the form generation is asked for: "a red circle on a white background" (gen-eval's prompts, and
+// the prompts of train-clip's generation negatives).
+std::string ScenePrompt(Colour colour, Shape shape, Colour background);
 // A blob's caption without a prefix: "a red blob", "an orange blob" (SampleBlob; also generation's pictures
 // that CLIP training rejects as blobs).
 std::string BlobCaption(Colour colour);

@@ -627,7 +627,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
                                                    o.vqgan_reconstructions, " and ",
                                                    o.generation_negatives_refresh_every));
   }
-  if ((o.generation_negatives.chains > 0 || o.vqgan_reconstructions > 0) && o.generation_negatives.vqgan_dir.empty()) {
+  if ((o.generation_negatives.chains > 0 || o.vqgan_reconstructions > 0) && o.generation_vqgan_dir.empty()) {
     return absl::InvalidArgumentError("generation negatives and VQGAN reconstructions need a VQGAN directory");
   }
   if (o.generation_negatives.chains > 0 && o.init_from.empty() && !o.resume) {
@@ -707,17 +707,19 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
                              shapes::SceneSampler::Create({.split = shapes::Split::kTrain, .seed = o.seed,
                                                            .render = {.image_size = opts.image_size}}));
   CLIPSERVE_ASSIGN_OR_RETURN(EvalSet eval_set, MakeEvalSet(opts, *tok, pre));
-  std::unique_ptr<vqgan::VqganModel> reconstructor;
-  if (o.vqgan_reconstructions > 0) {
+  std::shared_ptr<const vqgan::VqganModel> generation_vqgan;  // one VQGAN for reconstructions and chains
+  if (o.vqgan_reconstructions > 0 || o.generation_negatives.chains > 0) {
     vqgan::VqganModel::Options vo;
-    vo.model_dir = o.generation_negatives.vqgan_dir;
-    CLIPSERVE_ASSIGN_OR_RETURN(reconstructor, vqgan::VqganModel::Load(vo));
+    vo.model_dir = o.generation_vqgan_dir;
+    CLIPSERVE_ASSIGN_OR_RETURN(generation_vqgan, vqgan::VqganModel::Load(vo));
   }
+  const vqgan::VqganModel* reconstructor = o.vqgan_reconstructions > 0 ? generation_vqgan.get() : nullptr;
   std::unique_ptr<GenerationNegatives> negatives;
   if (o.generation_negatives.chains > 0) {
     // The chains' CLIP starts as a copy of the directory the weights came from; Refresh keeps it current.
     CLIPSERVE_ASSIGN_OR_RETURN(negatives, GenerationNegatives::Create(o.generation_negatives,
-                                                                      resume ? o.out_dir : o.init_from, o.seed));
+                                                                      resume ? o.out_dir : o.init_from,
+                                                                      generation_vqgan, o.seed));
   }
 
   if (o.verbose) {
@@ -778,7 +780,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   // good part of a step on 2 cores); a batch is a pure function of its step, so this changes no result.
   auto draw = [&](int64_t s) {
     return std::async(std::launch::async,
-                      [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s, reconstructor.get()); });
+                      [&, s] { return MakeTrainBatch(*sampler, *tok, pre, opts, s, reconstructor); });
   };
   std::future<absl::StatusOr<Batch>> next = draw(step);
   while (trained() < budget_s && (o.max_steps <= 0 || step < o.max_steps)) {

@@ -125,16 +125,17 @@ struct ClipTrainerOptions {
   int adversarial_steps = 1;
   double adversarial_fraction = 1;
   // Generation's own pictures as negatives (GenerationNegatives): with chains > 0, that many VQGAN+CLIP
-  // generations on `generation_negatives.vqgan_dir`, steered by a copy of this CLIP (refreshed every
+  // generations on the VQGAN of `generation_vqgan_dir`, steered by a copy of this CLIP (refreshed every
   // `generation_negatives_refresh_every` steps), take one step per training step, and their pictures join every
   // batch captioned "a <prompt colour> blob". Needs init_from or resume (a CLIP that already reads the world).
   // The chains depend on the run's history, so a resumed run does not repeat an uninterrupted one exactly.
   GenerationNegativeOptions generation_negatives;
   int generation_negatives_refresh_every = 10;
   // This share of the shape pictures (drawn per item) is replaced by its reconstruction through the VQGAN of
-  // `generation_negatives.vqgan_dir`, caption unchanged, so that the VQGAN's look alone does not mark a picture
+  // `generation_vqgan_dir` (loaded once, shared with the chains), caption unchanged, so that the VQGAN's look alone does not mark a picture
   // as one of the chains' negatives. 0: off.
   double vqgan_reconstructions = 0;
+  std::filesystem::path generation_vqgan_dir;  // the VQGAN of both (models/shapes-world/vqgan)
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;

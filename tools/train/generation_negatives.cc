@@ -14,7 +14,8 @@
 namespace clipserve::train {
 
 absl::StatusOr<std::unique_ptr<GenerationNegatives>> GenerationNegatives::Create(
-    const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir, uint64_t seed) {
+    const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir,
+    std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed) {
   const GenerationNegativeOptions& o = options;
   if (o.chains < 1 || o.chain_steps < 1 || o.min_steps < 0 || o.min_steps >= o.chain_steps || o.cutn < 1 ||
       !(o.learning_rate > 0)) {
@@ -23,21 +24,18 @@ absl::StatusOr<std::unique_ptr<GenerationNegatives>> GenerationNegatives::Create
         "positive learning rate; got ", o.chains, ", ", o.chain_steps, ", ", o.min_steps, ", ", o.cutn, ", ",
         o.learning_rate));
   }
-  if (o.vqgan_dir.empty()) return absl::InvalidArgumentError("generation negatives need a VQGAN directory");
+  if (vqgan == nullptr) return absl::InvalidArgumentError("generation negatives need a VQGAN");
   auto out = std::unique_ptr<GenerationNegatives>(new GenerationNegatives(options, seed));
   // The chains' CLIP is a second model that Refresh overwrites; its weights are not prepacked, since they change.
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> bundle,
                              clip::ClipBundle::Load({.dir = clip_dir, .prepack_cpu_weights = false}));
   out->clip_ = std::move(bundle);
-  vqgan::VqganModel::Options vo;
-  vo.model_dir = o.vqgan_dir;
-  CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vqgan, vqgan::VqganModel::Load(vo));
   if (out->clip_->image_size() % vqgan->downsample_factor() != 0) {
     return absl::InvalidArgumentError(absl::StrCat("the CLIP's image size ", out->clip_->image_size(),
                                                    " is not a multiple of the VQGAN's factor ",
                                                    vqgan->downsample_factor()));
   }
-  CLIPSERVE_ASSIGN_OR_RETURN(out->models_, generation::GenerationModels::Create(std::move(vqgan), out->clip_));
+  CLIPSERVE_ASSIGN_OR_RETURN(out->models_, generation::GenerationModels::Create(vqgan, out->clip_));
   // Staggered first runs, so that chains reach min_steps (and restart) at different training steps.
   out->chains_.resize(o.chains);
   for (int i = 0; i < o.chains; ++i) {
@@ -54,9 +52,7 @@ absl::Status GenerationNegatives::Start(Chain& chain, int steps) {
   const shapes::Shape shape = shapes::kShapes[rng.Below(shapes::kShapes.size())];
   shapes::Colour background = colour;
   while (background == colour) background = shapes::kBackgroundColours[rng.Below(shapes::kBackgroundColours.size())];
-  const std::string c(shapes::ColourName(colour)), b(shapes::ColourName(background));
-  const std::string text = absl::StrCat(shapes::Article(c), " ", c, " ", shapes::ShapeName(shape), " on ",
-                                        shapes::Article(b), " ", b, " background");
+  const std::string text = shapes::ScenePrompt(colour, shape, background);
   generation::JobOptions j;
   CLIPSERVE_ASSIGN_OR_RETURN(j.prompts, generation::ParsePrompts(text, "prompt"));
   j.width = j.height = clip_->image_size();

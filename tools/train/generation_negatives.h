@@ -5,7 +5,7 @@
 // prompt's shape (docs/generation.md, "Quality") — and, as it is refreshed, the chains move on to whatever it
 // accepts next. Real pictures keep their true captions, so a real star stays a star.
 //
-//   CLIPSERVE_ASSIGN_OR_RETURN(auto chains, GenerationNegatives::Create(options, clip_dir, seed));
+//   CLIPSERVE_ASSIGN_OR_RETURN(auto chains, GenerationNegatives::Create(options, clip_dir, vqgan, seed));
 //   each step: chains->Refresh(model) (every few steps); auto neg = chains->Advance(); append neg to the batch
 //
 // Single-threaded: one trainer owns it.
@@ -21,13 +21,13 @@
 #include "absl/status/statusor.h"
 #include "server/generation/generator.h"
 #include "server/models/clip/clip_model.h"
+#include "server/models/vqgan/vqgan.h"
 #include "tools/shapes/world.h"
 
 namespace clipserve::train {
 
 struct GenerationNegativeOptions {
   int chains = 0;  // generations running at once (0: none)
-  std::filesystem::path vqgan_dir;  // the VQGAN they run on (models/shapes-world/vqgan)
   int chain_steps = 40;  // a chain restarts from new random codes and a new prompt after this many steps
   int min_steps = 10;    // its picture is a negative from this step on (before: still mostly the random start)
   int cutn = 8;
@@ -37,11 +37,12 @@ struct GenerationNegativeOptions {
 class GenerationNegatives {
  public:
   // `clip_dir`: a CLIP directory with the architecture, tokenizer and preprocessing of the trained model (its
-  // weights are replaced by Refresh). INVALID_ARGUMENT for bad options, or when the CLIP's image size is not a
-  // multiple of the VQGAN's factor.
-  static absl::StatusOr<std::unique_ptr<GenerationNegatives>> Create(const GenerationNegativeOptions& options,
-                                                                     const std::filesystem::path& clip_dir,
-                                                                     uint64_t seed);
+  // weights are replaced by Refresh). `vqgan`: the VQGAN the chains run on (shared: the trainer's VQGAN
+  // reconstructions use the same one; its const methods are thread-safe). INVALID_ARGUMENT for bad options, a
+  // null VQGAN, or a CLIP image size that is not a multiple of the VQGAN's factor.
+  static absl::StatusOr<std::unique_ptr<GenerationNegatives>> Create(
+      const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir,
+      std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed);
 
   // Copies the trained weights into the chains' CLIP (same architecture). Prompts of running chains keep the
   // embeddings they were created with until they restart.

@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   o.adversarial_steps = absl::GetFlag(FLAGS_adversarial_steps);
   o.adversarial_fraction = absl::GetFlag(FLAGS_adversarial_fraction);
   o.generation_negatives.chains = absl::GetFlag(FLAGS_generation_negatives);
-  o.generation_negatives.vqgan_dir = absl::GetFlag(FLAGS_generation_vqgan);
+  o.generation_vqgan_dir = absl::GetFlag(FLAGS_generation_vqgan);
   o.generation_negatives.chain_steps = absl::GetFlag(FLAGS_generation_negative_steps);
   o.generation_negatives.min_steps = absl::GetFlag(FLAGS_generation_negative_min_steps);
   o.generation_negatives.cutn = absl::GetFlag(FLAGS_generation_negative_cutn);

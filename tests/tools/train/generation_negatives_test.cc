@@ -21,7 +21,6 @@ const fs::path kModels = fs::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-wor
 GenerationNegativeOptions SmallOptions() {
   GenerationNegativeOptions o;
   o.chains = 2;
-  o.vqgan_dir = kModels / "vqgan";
   o.chain_steps = 4;
   o.min_steps = 2;
   o.cutn = 2;
@@ -30,11 +29,26 @@ GenerationNegativeOptions SmallOptions() {
 
 class GenerationNegativesTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { ConfigureCpuThreads({.intra_op_threads = 1, .blas_threads = AvailableCores()}); }
+  static void SetUpTestSuite() {
+    ConfigureCpuThreads({.intra_op_threads = 1, .blas_threads = AvailableCores()});
+    auto loaded = vqgan::VqganModel::Load({.model_dir = kModels / "vqgan"});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    vqgan_ = std::move(*loaded);
+  }
+  static void TearDownTestSuite() { vqgan_.reset(); }
+
+  static absl::StatusOr<std::unique_ptr<GenerationNegatives>> Create(const GenerationNegativeOptions& options,
+                                                                     uint64_t seed) {
+    return GenerationNegatives::Create(options, kModels / "clip", vqgan_, seed);
+  }
+
+  static std::shared_ptr<const vqgan::VqganModel> vqgan_;
 };
 
+std::shared_ptr<const vqgan::VqganModel> GenerationNegativesTest::vqgan_;
+
 TEST_F(GenerationNegativesTest, ChainsGivePicturesFromMinStepsOnAndRestart) {
-  auto chains = GenerationNegatives::Create(SmallOptions(), kModels / "clip", /*seed=*/5);
+  auto chains = Create(SmallOptions(), /*seed=*/5);
   ASSERT_TRUE(chains.ok()) << chains.status();
   // First runs are staggered: 3 and 4 steps; later runs 4. Pictures count from a chain's step 2 on.
   const std::vector<size_t> expected = {0, 2, 2, 1, 1, 2, 2};
@@ -55,8 +69,8 @@ TEST_F(GenerationNegativesTest, ChainsGivePicturesFromMinStepsOnAndRestart) {
 }
 
 TEST_F(GenerationNegativesTest, SameSeedSamePictures) {
-  auto a = GenerationNegatives::Create(SmallOptions(), kModels / "clip", /*seed=*/9);
-  auto b = GenerationNegatives::Create(SmallOptions(), kModels / "clip", /*seed=*/9);
+  auto a = Create(SmallOptions(), /*seed=*/9);
+  auto b = Create(SmallOptions(), /*seed=*/9);
   ASSERT_TRUE(a.ok() && b.ok());
   for (int i = 0; i < 3; ++i) {
     auto na = (*a)->Advance();
@@ -70,7 +84,7 @@ TEST_F(GenerationNegativesTest, SameSeedSamePictures) {
 }
 
 TEST_F(GenerationNegativesTest, RefreshCopiesTheTrainedWeights) {
-  auto chains = GenerationNegatives::Create(SmallOptions(), kModels / "clip", /*seed=*/1);
+  auto chains = Create(SmallOptions(), /*seed=*/1);
   ASSERT_TRUE(chains.ok()) << chains.status();
   auto trained = clip::ClipModel::Load({.dir = kModels / "clip"});
   ASSERT_TRUE(trained.ok()) << trained.status();
@@ -88,7 +102,7 @@ TEST_F(GenerationNegativesTest, RefreshCopiesTheTrainedWeights) {
 }
 
 TEST_F(GenerationNegativesTest, RefreshRejectsAnotherArchitecture) {
-  auto chains = GenerationNegatives::Create(SmallOptions(), kModels / "clip", /*seed=*/1);
+  auto chains = Create(SmallOptions(), /*seed=*/1);
   ASSERT_TRUE(chains.ok()) << chains.status();
   clip::ClipConfig config = (*chains)->clip().config();
   config.vision.hidden_size /= 2;
@@ -99,18 +113,20 @@ TEST_F(GenerationNegativesTest, RefreshRejectsAnotherArchitecture) {
 }
 
 TEST_F(GenerationNegativesTest, BadOptionsAreInvalidArguments) {
-  std::vector<GenerationNegativeOptions> bad(6, SmallOptions());
+  std::vector<GenerationNegativeOptions> bad(5, SmallOptions());
   bad[0].chains = 0;
   bad[1].chain_steps = 0;
   bad[2].min_steps = 4;  // not below chain_steps
   bad[3].cutn = 0;
   bad[4].learning_rate = 0;
-  bad[5].vqgan_dir.clear();
   for (size_t i = 0; i < bad.size(); ++i) {
-    auto chains = GenerationNegatives::Create(bad[i], kModels / "clip", /*seed=*/1);
+    auto chains = Create(bad[i], /*seed=*/1);
     EXPECT_EQ(chains.status().code(), absl::StatusCode::kInvalidArgument) << i;
     EXPECT_THAT(chains.status().message(), HasSubstr("generation negatives")) << i;
   }
+  auto no_vqgan = GenerationNegatives::Create(SmallOptions(), kModels / "clip", nullptr, /*seed=*/1);
+  EXPECT_EQ(no_vqgan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_vqgan.status().message(), HasSubstr("VQGAN"));
 }
 
 }  // namespace
