@@ -2,8 +2,10 @@
 // prompts, one seed each, fewer steps and cutouts than the full run in docs/generation.md) so CI guards the
 // shipped models and the generation code together: CLIP's similarity to the prompt must rise in every run, and
 // the pictures must show the prompt's colour.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -59,6 +61,34 @@ TEST(GenEvalTest, RunsTheSeedsFromFirstSeed) {
   o.first_seed = 1;
   o.seeds = 0;
   EXPECT_EQ(Evaluate(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GenEvalTest, ContrastShapesSteersAwayFromTheOtherShapes) {
+  const Prompt p = DefaultPrompts()[0];
+  EXPECT_EQ(p.Text(), "a red circle on a white background");
+  EXPECT_EQ(p.TextWithShape(shapes::Shape::kArrow), "a red arrow on a white background");
+
+  GenEvalOptions o;
+  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  o.prompts.resize(1);
+  o.seeds = 1;
+  o.steps = 3;
+  o.cutouts.cutn = 2;
+  auto plain = Evaluate(o);
+  ASSERT_THAT(plain, IsOk());
+  o.contrast_shapes = 1;
+  auto contrasted = Evaluate(o);
+  ASSERT_THAT(contrasted, IsOk());
+  // Same start and seed, so the first step scores the same picture (up to the rounding of embedding the prompt in
+  // a batch of ten); the negative prompts change the updates.
+  EXPECT_NEAR(plain->runs[0].first_similarity, contrasted->runs[0].first_similarity, 1e-4);
+  EXPECT_GT(std::abs(plain->runs[0].last_similarity - contrasted->runs[0].last_similarity), 1e-3)
+      << plain->runs[0].last_similarity << " vs " << contrasted->runs[0].last_similarity;
+
+  for (const float bad : {-0.5f, 101.0f, std::numeric_limits<float>::quiet_NaN()}) {
+    o.contrast_shapes = bad;
+    EXPECT_EQ(Evaluate(o).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
 }
 
 }  // namespace

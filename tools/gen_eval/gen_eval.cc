@@ -15,9 +15,10 @@
 
 namespace clipserve::gen_eval {
 
-std::string Prompt::Text() const {
-  const std::string c(shapes::ColourName(colour)), s(shapes::ShapeName(shape)), b(shapes::ColourName(background));
-  return absl::StrCat(shapes::Article(c), " ", c, " ", s, " on ", shapes::Article(b), " ", b, " background");
+std::string Prompt::Text() const { return TextWithShape(shape); }
+
+std::string Prompt::TextWithShape(shapes::Shape other) const {
+  return shapes::ScenePrompt(colour, other, background);
 }
 
 std::vector<Prompt> DefaultPrompts() {
@@ -57,6 +58,9 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("seeds and first_seed must be at least 1, got ", o.seeds, " and ", o.first_seed));
   }
+  if (!(o.contrast_shapes >= 0 && o.contrast_shapes <= 100)) {
+    return absl::InvalidArgumentError(absl::StrCat("contrast_shapes must be in [0, 100], got ", o.contrast_shapes));
+  }
   CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
                              generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan"));
   struct Pending {
@@ -69,6 +73,12 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     for (int seed = o.first_seed; seed < o.first_seed + o.seeds; ++seed) {
       generation::JobOptions j;
       j.prompts = {{.text = p.Text()}};
+      if (o.contrast_shapes > 0) {
+        const float weight = -o.contrast_shapes / static_cast<float>(shapes::kShapes.size() - 1);
+        for (const shapes::Shape other : shapes::kShapes) {
+          if (other != p.shape) j.prompts.push_back({.text = p.TextWithShape(other), .weight = weight});
+        }
+      }
       j.width = j.height = o.size;
       j.steps = o.steps;
       j.seed = static_cast<uint64_t>(seed);

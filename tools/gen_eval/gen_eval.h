@@ -22,6 +22,8 @@ struct Prompt {
   shapes::Shape shape;
   shapes::Colour background;
   std::string Text() const;  // "a red circle on a white background"
+  // The same prompt with another shape: "a red square on a white background".
+  std::string TextWithShape(shapes::Shape other) const;
 };
 
 // The six prompts of the acceptance check: distinct colours and shapes, backgrounds far from the shape colour.
@@ -38,6 +40,11 @@ struct GenEvalOptions {
   generation::CutoutOptions cutouts;
   float learning_rate = 0.1f;
   float smoothness_weight = 0;  // JobOptions::smoothness_weight
+  // Contrast against the other shapes: when > 0, every run also gets the prompt with each of the other nine
+  // shapes (same colour and background) as a negative prompt of weight −contrast_shapes / 9. What the prompts
+  // share (colour, background) then cancels in the loss and what is left pulls towards the prompt's shape and
+  // away from the others. 0 (the default): the prompt alone.
+  float contrast_shapes = 0;
   int batch_jobs = 8;  // runs stepped together per pass
   // Start picture: empty = random codes (the reference's default); otherwise every run starts from this plain
   // RGB colour (values in [0, 1]), encoded by the VQGAN, e.g. {0.5, 0.5, 0.5} for grey.
