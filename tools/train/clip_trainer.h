@@ -132,8 +132,8 @@ struct ClipTrainerOptions {
   GenerationNegativeOptions generation_negatives;
   int generation_negatives_refresh_every = 10;
   // This share of the shape pictures (drawn per item) is replaced by its reconstruction through the VQGAN of
-  // `generation_vqgan_dir` (loaded once, shared with the chains), caption unchanged, so that the VQGAN's look alone does not mark a picture
-  // as one of the chains' negatives. 0: off.
+  // `generation_vqgan_dir` (loaded once, shared with the chains), caption unchanged, so that the VQGAN's look
+  // alone does not mark a picture as one of the chains' negatives. 0: off.
   double vqgan_reconstructions = 0;
   std::filesystem::path generation_vqgan_dir;  // the VQGAN of both (models/shapes-world/vqgan)
 
