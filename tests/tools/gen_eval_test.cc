@@ -91,5 +91,27 @@ TEST(GenEvalTest, ContrastShapesSteersAwayFromTheOtherShapes) {
   }
 }
 
+TEST(GenEvalTest, ExtraPromptsJoinEveryRunsPrompt) {
+  GenEvalOptions o;
+  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  o.prompts.resize(1);
+  o.seeds = 1;
+  o.steps = 3;
+  o.cutouts.cutn = 2;
+  auto plain = Evaluate(o);
+  ASSERT_THAT(plain, IsOk());
+  o.extra_prompts = "a {colour} blob:-0.5";  // "a red blob:-0.5" for the red circle
+  auto extra = Evaluate(o);
+  ASSERT_THAT(extra, IsOk());
+  EXPECT_NEAR(plain->runs[0].first_similarity, extra->runs[0].first_similarity, 1e-4);
+  EXPECT_GT(std::abs(plain->runs[0].last_similarity - extra->runs[0].last_similarity), 1e-3)
+      << plain->runs[0].last_similarity << " vs " << extra->runs[0].last_similarity;
+
+  o.extra_prompts = "a {colour} blob:0";  // a zero weight is not allowed
+  const absl::Status status = Evaluate(o).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), ::testing::HasSubstr("extra_prompts"));
+}
+
 }  // namespace
 }  // namespace clipserve::gen_eval

@@ -7,7 +7,9 @@
 #include <opencv2/imgproc.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "server/common/status_macros.h"
+#include "server/generation/prompts.h"
 #include "server/models/clip/clip_bundle.h"
 #include "server/models/vqgan/vqgan.h"
 #include "tools/eval/shapes_eval.h"
@@ -72,7 +74,16 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
   for (const Prompt& p : o.prompts) {
     for (int seed = o.first_seed; seed < o.first_seed + o.seeds; ++seed) {
       generation::JobOptions j;
-      j.prompts = {{.text = p.Text()}};
+      if (o.extra_prompts.empty()) {
+        j.prompts = {{.text = p.Text()}};
+      } else {
+        const std::string spec = absl::StrCat(
+            p.Text(), " | ",
+            absl::StrReplaceAll(o.extra_prompts, {{"{colour}", shapes::ColourName(p.colour)},
+                                                  {"{shape}", shapes::ShapeName(p.shape)},
+                                                  {"{background}", shapes::ColourName(p.background)}}));
+        CLIPSERVE_ASSIGN_OR_RETURN(j.prompts, generation::ParsePrompts(spec, "extra_prompts"));
+      }
       if (o.contrast_shapes > 0) {
         const float weight = -o.contrast_shapes / static_cast<float>(shapes::kShapes.size() - 1);
         for (const shapes::Shape other : shapes::kShapes) {

@@ -45,6 +45,10 @@ struct GenEvalOptions {
   // share (colour, background) then cancels in the loss and what is left pulls towards the prompt's shape and
   // away from the others. 0 (the default): the prompt alone.
   float contrast_shapes = 0;
+  // More prompts for every run, in the server's prompt syntax ("text:weight:stop | ..."; generation/prompts.h),
+  // with {colour}, {shape} and {background} replaced by the run's prompt's words, e.g. "a {colour} blob:-0.5".
+  // They join the run's prompt as if the request had said "<prompt> | <extra_prompts>". Empty: none.
+  std::string extra_prompts;
   int batch_jobs = 8;  // runs stepped together per pass
   // Start picture: empty = random codes (the reference's default); otherwise every run starts from this plain
   // RGB colour (values in [0, 1]), encoded by the VQGAN, e.g. {0.5, 0.5, 0.5} for grey.

@@ -27,6 +27,8 @@ ABSL_FLAG(std::string, out, "", "write each run's final image here");
 ABSL_FLAG(double, smoothness, 0, "weight of the total-variation term (JobOptions::smoothness_weight)");
 ABSL_FLAG(double, contrast_shapes, 0,
           "when > 0, the prompt with each other shape joins every run as a negative prompt of weight -W/9");
+ABSL_FLAG(std::string, extra_prompts, "",
+          "more prompts for every run, e.g. \"a {colour} blob:-0.5\" ({colour}, {shape}, {background} filled in)");
 ABSL_FLAG(std::string, init, "random", "start picture: random (codes), grey, white or black");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
   o.contrast_shapes = static_cast<float>(absl::GetFlag(FLAGS_contrast_shapes));
+  o.extra_prompts = absl::GetFlag(FLAGS_extra_prompts);
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);
   o.out_dir = absl::GetFlag(FLAGS_out);
   const std::string init = absl::GetFlag(FLAGS_init);
