@@ -63,27 +63,39 @@ TEST(GenEvalTest, RunsTheSeedsFromFirstSeed) {
   EXPECT_EQ(Evaluate(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-TEST(GenEvalTest, ContrastShapesSteersAwayFromTheOtherShapes) {
-  const Prompt p = DefaultPrompts()[0];
-  EXPECT_EQ(p.Text(), "a red circle on a white background");
-  EXPECT_EQ(p.TextWithShape(shapes::Shape::kArrow), "a red arrow on a white background");
-
+// A one-prompt, one-seed run of three steps: enough for a prompt change to show in the final similarity.
+GenEvalOptions ThreeStepRun() {
   GenEvalOptions o;
   o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
   o.prompts.resize(1);
   o.seeds = 1;
   o.steps = 3;
   o.cutouts.cutn = 2;
+  return o;
+}
+
+// Same start and seed, so the first step scores the same picture (up to the rounding of embedding the prompt in
+// a batch with others); the added prompts change the updates.
+void ExpectSameStartOtherEnd(const GenEvalResult& plain, const GenEvalResult& changed) {
+  ASSERT_EQ(plain.runs.size(), 1u);
+  ASSERT_EQ(changed.runs.size(), 1u);
+  EXPECT_NEAR(plain.runs[0].first_similarity, changed.runs[0].first_similarity, 1e-4);
+  EXPECT_GT(std::abs(plain.runs[0].last_similarity - changed.runs[0].last_similarity), 1e-3)
+      << plain.runs[0].last_similarity << " vs " << changed.runs[0].last_similarity;
+}
+
+TEST(GenEvalTest, ContrastShapesSteersAwayFromTheOtherShapes) {
+  const Prompt p = DefaultPrompts()[0];
+  EXPECT_EQ(p.Text(), "a red circle on a white background");
+  EXPECT_EQ(p.TextWithShape(shapes::Shape::kArrow), "a red arrow on a white background");
+
+  GenEvalOptions o = ThreeStepRun();
   auto plain = Evaluate(o);
   ASSERT_THAT(plain, IsOk());
   o.contrast_shapes = 1;
   auto contrasted = Evaluate(o);
   ASSERT_THAT(contrasted, IsOk());
-  // Same start and seed, so the first step scores the same picture (up to the rounding of embedding the prompt in
-  // a batch of ten); the negative prompts change the updates.
-  EXPECT_NEAR(plain->runs[0].first_similarity, contrasted->runs[0].first_similarity, 1e-4);
-  EXPECT_GT(std::abs(plain->runs[0].last_similarity - contrasted->runs[0].last_similarity), 1e-3)
-      << plain->runs[0].last_similarity << " vs " << contrasted->runs[0].last_similarity;
+  ExpectSameStartOtherEnd(*plain, *contrasted);
 
   for (const float bad : {-0.5f, 101.0f, std::numeric_limits<float>::quiet_NaN()}) {
     o.contrast_shapes = bad;
@@ -92,20 +104,13 @@ TEST(GenEvalTest, ContrastShapesSteersAwayFromTheOtherShapes) {
 }
 
 TEST(GenEvalTest, ExtraPromptsJoinEveryRunsPrompt) {
-  GenEvalOptions o;
-  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
-  o.prompts.resize(1);
-  o.seeds = 1;
-  o.steps = 3;
-  o.cutouts.cutn = 2;
+  GenEvalOptions o = ThreeStepRun();
   auto plain = Evaluate(o);
   ASSERT_THAT(plain, IsOk());
   o.extra_prompts = "a {colour} blob:-0.5";  // "a red blob:-0.5" for the red circle
   auto extra = Evaluate(o);
   ASSERT_THAT(extra, IsOk());
-  EXPECT_NEAR(plain->runs[0].first_similarity, extra->runs[0].first_similarity, 1e-4);
-  EXPECT_GT(std::abs(plain->runs[0].last_similarity - extra->runs[0].last_similarity), 1e-3)
-      << plain->runs[0].last_similarity << " vs " << extra->runs[0].last_similarity;
+  ExpectSameStartOtherEnd(*plain, *extra);
 
   o.extra_prompts = "a {colour} blob:0";  // a zero weight is not allowed
   const absl::Status status = Evaluate(o).status();

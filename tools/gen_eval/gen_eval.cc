@@ -74,16 +74,16 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
   for (const Prompt& p : o.prompts) {
     for (int seed = o.first_seed; seed < o.first_seed + o.seeds; ++seed) {
       generation::JobOptions j;
-      if (o.extra_prompts.empty()) {
-        j.prompts = {{.text = p.Text()}};
-      } else {
-        const std::string spec = absl::StrCat(
-            p.Text(), " | ",
-            absl::StrReplaceAll(o.extra_prompts, {{"{colour}", shapes::ColourName(p.colour)},
+      // The prompt, and any extra prompts, as a request would spell them.
+      const std::string spec =
+          o.extra_prompts.empty()
+              ? p.Text()
+              : absl::StrCat(p.Text(), " | ",
+                             absl::StrReplaceAll(o.extra_prompts,
+                                                 {{"{colour}", shapes::ColourName(p.colour)},
                                                   {"{shape}", shapes::ShapeName(p.shape)},
                                                   {"{background}", shapes::ColourName(p.background)}}));
-        CLIPSERVE_ASSIGN_OR_RETURN(j.prompts, generation::ParsePrompts(spec, "extra_prompts"));
-      }
+      CLIPSERVE_ASSIGN_OR_RETURN(j.prompts, generation::ParsePrompts(spec, "extra_prompts"));
       if (o.contrast_shapes > 0) {
         const float weight = -o.contrast_shapes / static_cast<float>(shapes::kShapes.size() - 1);
         for (const shapes::Shape other : shapes::kShapes) {
