@@ -66,7 +66,8 @@ std::string Quoted(const std::string& text) {
 at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi) { return ClampWithGradFunction::apply(x, lo, hi); }
 
 absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
-                                                          std::shared_ptr<const clip::ClipBundle> clip) {
+                                                          std::shared_ptr<const clip::ClipBundle> clip,
+                                                          std::shared_ptr<const LayoutPrior> layout_prior) {
   if (vqgan == nullptr || clip == nullptr || clip->model == nullptr) {
     return absl::InvalidArgumentError("generation needs a VQGAN and a CLIP model");
   }
@@ -74,10 +75,14 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
     return absl::InvalidArgumentError(absl::StrCat("the VQGAN is on ", vqgan->device().str(), " and the CLIP on ",
                                                    clip->model->device().str(), "; generation needs one device"));
   }
+  if (layout_prior != nullptr && layout_prior->n_embed() != vqgan->config().n_embed) {
+    return absl::InvalidArgumentError(absl::StrCat("the layout prior is for ", layout_prior->n_embed(),
+                                                   " codes and the VQGAN has ", vqgan->config().n_embed));
+  }
   // Only the latent is optimised: no parameter gradients (which would also race between concurrent jobs).
   for (auto& p : vqgan->module().parameters()) p.set_requires_grad(false);
   for (auto& p : clip->model->parameters()) p.set_requires_grad(false);
-  return GenerationModels{std::move(vqgan), std::move(clip)};
+  return GenerationModels{std::move(vqgan), std::move(clip), std::move(layout_prior)};
 }
 
 absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::path& clip_dir,
@@ -88,7 +93,11 @@ absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::p
   vo.model_dir = vqgan_dir;
   vo.device = device;
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
-  return Create(std::move(vq), std::move(clip));
+  std::unique_ptr<LayoutPrior> prior;
+  if (std::filesystem::exists(vqgan_dir / LayoutPrior::kFileName)) {
+    CLIPSERVE_ASSIGN_OR_RETURN(prior, LayoutPrior::Load(vqgan_dir / LayoutPrior::kFileName, device));
+  }
+  return Create(std::move(vq), std::move(clip), std::move(prior));
 }
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
@@ -109,6 +118,15 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
   if (!(options.smoothness_weight >= 0 && options.smoothness_weight <= 1000)) {
     return absl::InvalidArgumentError(
         absl::StrCat("smoothness_weight: ", options.smoothness_weight, " must be in [0, 1000]"));
+  }
+  if (!(options.layout_prior_weight >= 0 && options.layout_prior_weight <= 1000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layout_prior_weight: ", options.layout_prior_weight, " must be in [0, 1000]"));
+  }
+  if (options.layout_prior_weight > 0 && models.layout_prior == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("layout_prior_weight: ", options.layout_prior_weight,
+                                                   " needs a layout prior, and the VQGAN has none (",
+                                                   LayoutPrior::kFileName, " in its directory)"));
   }
   options.cutouts.cut_size = models.clip->image_size();
   CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
@@ -228,6 +246,13 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         counts.push_back(cuts.back().size(0));
       }
       const at::Tensor embeddings = EmbedPixels(models, at::cat(cuts, 0)).to(at::kFloat);
+      at::Tensor layout_energy;  // [members], when a member asks for it
+      for (size_t i : members) {
+        if (jobs[i]->options_.layout_prior_weight > 0) {
+          layout_energy = models.layout_prior->Energy(z, models.vqgan->codebook());
+          break;
+        }
+      }
 
       at::Tensor similarity;
       {
@@ -259,6 +284,9 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
           const at::Tensor tv = (xk.narrow(2, 1, h - 1) - xk.narrow(2, 0, h - 1)).abs().mean() +
                                 (xk.narrow(3, 1, w - 1) - xk.narrow(3, 0, w - 1)).abs().mean();
           loss = loss + tv * job.options_.smoothness_weight;
+        }
+        if (job.options_.layout_prior_weight > 0) {
+          loss = loss + layout_energy[static_cast<int64_t>(k)] * job.options_.layout_prior_weight;
         }
         total = total.defined() ? total + loss : loss;
         StepStats& s = stats[members[k]];

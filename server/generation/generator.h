@@ -28,22 +28,27 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "server/generation/cutouts.h"
+#include "server/generation/layout_prior.h"
 #include "server/generation/prompts.h"
 #include "server/models/clip/clip_bundle.h"
 #include "server/models/vqgan/vqgan.h"
 
 namespace clipserve::generation {
 
-// The two models a generation runs on, on one device. Create() freezes their parameters (generation needs
-// gradients only for the latent).
+// The two models a generation runs on, on one device, and optionally the VQGAN's layout prior. Create()
+// freezes their parameters (generation needs gradients only for the latent).
 struct GenerationModels {
   std::shared_ptr<const vqgan::VqganModel> vqgan;
   std::shared_ptr<const clip::ClipBundle> clip;
+  std::shared_ptr<const LayoutPrior> layout_prior;  // null: jobs cannot ask for layout_prior_weight
 
-  // INVALID_ARGUMENT when either is missing or they sit on different devices.
+  // INVALID_ARGUMENT when either model is missing, they sit on different devices, or the prior's code count is
+  // not the VQGAN's.
   static absl::StatusOr<GenerationModels> Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
-                                                 std::shared_ptr<const clip::ClipBundle> clip);
-  // Loads a CLIP directory and a VQGAN directory (float32, on `device`) and calls Create.
+                                                 std::shared_ptr<const clip::ClipBundle> clip,
+                                                 std::shared_ptr<const LayoutPrior> layout_prior = nullptr);
+  // Loads a CLIP directory and a VQGAN directory (float32, on `device`), and the VQGAN directory's layout prior
+  // (LayoutPrior::kFileName) when it has one, and calls Create.
   static absl::StatusOr<GenerationModels> Load(const std::filesystem::path& clip_dir,
                                                const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU);
 };
@@ -74,6 +79,9 @@ struct JobOptions {
   // horizontally adjacent pixels, summed), which favours flat regions with sharp edges (pixray calls such a
   // term smoothness); 0 disables (the reference has none).
   float smoothness_weight = 0;
+  // Weight of the layout prior's energy (LayoutPrior::Energy of z: how unlike the code layouts of real pictures
+  // the latent is); needs GenerationModels::layout_prior; 0 disables (the reference has none).
+  float layout_prior_weight = 0;
 };
 
 // What one step did for one job.

@@ -1,10 +1,14 @@
 // The generation step on the fixture models (a tiny random-weight CLIP at 224 px and a tiny VQGAN, f = 4):
 // validation, determinism by seed, independence from batching, the loss going down, the codebook clamp, init
-// images, and ClampWithGrad's gradient.
+// images, the smoothness and layout-prior terms, and ClampWithGrad's gradient.
 #include "server/generation/generator.h"
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -18,6 +22,7 @@ namespace {
 using ::clipserve::testing::FixtureDir;
 using ::clipserve::testing::IsOk;
 using ::clipserve::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 class GeneratorTest : public ::testing::Test {
@@ -86,7 +91,79 @@ TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
     o.smoothness_weight = bad;
     EXPECT_THAT(Job::Create(models_, o),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smoothness_weight")));
+    o = Options("a red circle", 1);
+    o.layout_prior_weight = bad;
+    EXPECT_THAT(Job::Create(models_, o),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout_prior_weight")));
   }
+  // The fixture VQGAN's directory has no layout prior.
+  ASSERT_EQ(models_.layout_prior, nullptr);
+  o = Options("a red circle", 1);
+  o.layout_prior_weight = 1;
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                AllOf(HasSubstr("layout_prior_weight"), HasSubstr("has none"))));
+}
+
+// A layout prior for the fixture VQGAN, fitted to random layouts of its codes.
+std::shared_ptr<const LayoutPrior> FixturePrior(const vqgan::VqganModel& vqgan) {
+  const at::Tensor codes = at::randint(vqgan.config().n_embed, {8, 8, 8}, at::detail::createCPUGenerator(3), at::kLong);
+  auto prior = LayoutPrior::Fit(codes, vqgan.codebook());
+  EXPECT_THAT(prior, IsOk());
+  return prior.ok() ? std::move(prior).value() : nullptr;
+}
+
+// The layout term is the prior's energy of the latent times its weight: linear in the weight, and a job's term
+// does not depend on batchmates without one.
+TEST_F(GeneratorTest, TheLayoutPriorAddsItsWeightedEnergyToTheLoss) {
+  auto with_prior = GenerationModels::Create(models_.vqgan, models_.clip, FixturePrior(*models_.vqgan));
+  ASSERT_THAT(with_prior, IsOk());
+  models_ = *with_prior;
+  std::vector<float> first_loss;
+  for (float weight : {0.0f, 1.0f, 2.0f}) {
+    JobOptions o = Options("a red circle", 4);
+    o.layout_prior_weight = weight;
+    auto job = MakeJob(o);
+    const auto s = RunAlone(job.get(), 1);
+    ASSERT_EQ(s.size(), 1u);
+    first_loss.push_back(s[0].loss);
+  }
+  const float term = first_loss[1] - first_loss[0];
+  EXPECT_GT(term, 1);  // −log P(pair) of a smoothed 8×8×8 sample of n_embed² pairs is far above 1
+  EXPECT_NEAR(first_loss[2] - first_loss[0], 2 * term, 1e-3 * term);
+
+  JobOptions o = Options("a red circle", 4);
+  o.layout_prior_weight = 1;
+  auto alone = MakeJob(o);
+  const auto expected = RunAlone(alone.get(), 2);
+  auto job = MakeJob(o);
+  auto other = MakeJob(Options("a blue star", 9));
+  for (int i = 0; i < 2; ++i) {
+    auto s = Step(models_, {other.get(), job.get()});
+    ASSERT_THAT(s, IsOk());
+    EXPECT_NEAR((*s)[1].loss, expected[i].loss, 1e-4 * std::max(1.0f, std::abs(expected[i].loss)));
+  }
+}
+
+TEST_F(GeneratorTest, ModelsTakeTheLayoutPriorFromTheVqgansDirectoryAndCheckIt) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / ("clipserve_generator_vqgan_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  for (const char* name : {"config.json", "model.safetensors"}) {
+    fs::copy_file(FixtureDir() / "vqgan" / name, dir / name, fs::copy_options::overwrite_existing);
+  }
+  const auto prior = FixturePrior(*models_.vqgan);
+  ASSERT_NE(prior, nullptr);
+  ASSERT_THAT(prior->Save(dir / LayoutPrior::kFileName), IsOk());
+  auto models = GenerationModels::Load(FixtureDir() / "clip", dir);
+  ASSERT_THAT(models, IsOk());
+  ASSERT_NE(models->layout_prior, nullptr);
+  EXPECT_EQ(models->layout_prior->n_embed(), models_.vqgan->config().n_embed);
+  fs::remove_all(dir);
+
+  auto small = LayoutPrior::Fit(at::zeros({1, 2, 2}, at::kLong), at::eye(4));
+  ASSERT_THAT(small, IsOk());
+  EXPECT_THAT(GenerationModels::Create(models_.vqgan, models_.clip, std::move(small).value()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout prior is for 4 codes")));
 }
 
 // The smoothness term is the picture's total variation times its weight, added to the first step's loss (the

@@ -1,10 +1,12 @@
 #include "tools/vqgan_trainer/vqgan_trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -240,6 +242,30 @@ absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count) {
     return absl::OkStatus();
   }));
   return psnr;
+}
+
+absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::Split split, uint64_t seed,
+                                            int count) {
+  if (count < 1) return absl::InvalidArgumentError(absl::StrCat("count must be at least 1, got ", count));
+  const int size = static_cast<int>(model.config().ddconfig.resolution);
+  shapes::SceneSamplerOptions o;
+  o.split = split;
+  o.seed = seed;
+  o.render.image_size = size;
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, shapes::SceneSampler::Create(o));
+  std::vector<at::Tensor> codes;
+  constexpr int kBatch = 128;
+  for (int first = 0; first < count; first += kBatch) {
+    const int n = std::min(kBatch, count - first);
+    at::Tensor x;
+    CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("drawing world scenes", [&]() -> absl::Status {
+      x = Batch(*sampler, static_cast<uint64_t>(first), n, size);
+      return absl::OkStatus();
+    }));
+    CLIPSERVE_ASSIGN_OR_RETURN(vqgan::EncodeResult e, model.Encode(x, vqgan::GradMode::kInferenceMode));
+    codes.push_back(e.indices.to(at::kCPU));
+  }
+  return at::cat(codes, 0);
 }
 
 }  // namespace clipserve::vqgan_trainer

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "server/models/vqgan/config.h"
 #include "server/models/vqgan/vqgan.h"
+#include "tools/shapes/world.h"
 
 namespace clipserve::vqgan_trainer {
 
@@ -56,5 +57,11 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options);
 // Mean PSNR (dB) of `model`'s reconstructions of the first `count` held-out world scenes at its resolution:
 // the evaluation Train() logs and reports (TrainReport::eval_psnr_db with count = eval_count).
 absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count);
+
+// The code indices [count, h, w] (int64, CPU) of `model`'s encodings of world scenes first .. first + count − 1
+// of `split`'s sampler with seed `seed` (train: any seed < kFirstEvalSeed; eval: kFirstEvalSeed), at the
+// model's resolution: the data a generation::LayoutPrior is fitted to (fit-layout-prior).
+absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::Split split, uint64_t seed,
+                                            int count);
 
 }  // namespace clipserve::vqgan_trainer
