@@ -67,7 +67,7 @@ at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi) { return Cla
 
 absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
                                                           std::shared_ptr<const clip::ClipBundle> clip,
-                                                          std::shared_ptr<const LayoutPrior> layout_prior) {
+                                                          LatentPriors priors) {
   if (vqgan == nullptr || clip == nullptr || clip->model == nullptr) {
     return absl::InvalidArgumentError("generation needs a VQGAN and a CLIP model");
   }
@@ -75,14 +75,21 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
     return absl::InvalidArgumentError(absl::StrCat("the VQGAN is on ", vqgan->device().str(), " and the CLIP on ",
                                                    clip->model->device().str(), "; generation needs one device"));
   }
-  if (layout_prior != nullptr && layout_prior->n_embed() != vqgan->config().n_embed) {
-    return absl::InvalidArgumentError(absl::StrCat("the layout prior is for ", layout_prior->n_embed(),
-                                                   " codes and the VQGAN has ", vqgan->config().n_embed));
+  const int64_t n_embed = vqgan->config().n_embed;
+  if (priors.layout != nullptr && priors.layout->n_embed() != n_embed) {
+    return absl::InvalidArgumentError(absl::StrCat("the layout prior is for ", priors.layout->n_embed(),
+                                                   " codes and the VQGAN has ", n_embed));
+  }
+  if (priors.denoiser != nullptr &&
+      (priors.denoiser->config().n_embed != n_embed || priors.denoiser->config().embed_dim != vqgan->config().embed_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the latent denoiser is for ", priors.denoiser->config().n_embed, " codes of dimension ",
+        priors.denoiser->config().embed_dim, " and the VQGAN has ", n_embed, " of ", vqgan->config().embed_dim));
   }
   // Only the latent is optimised: no parameter gradients (which would also race between concurrent jobs).
   for (auto& p : vqgan->module().parameters()) p.set_requires_grad(false);
   for (auto& p : clip->model->parameters()) p.set_requires_grad(false);
-  return GenerationModels{std::move(vqgan), std::move(clip), std::move(layout_prior)};
+  return GenerationModels{std::move(vqgan), std::move(clip), std::move(priors)};
 }
 
 absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::path& clip_dir,
@@ -93,11 +100,14 @@ absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::p
   vo.model_dir = vqgan_dir;
   vo.device = device;
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
-  std::unique_ptr<LayoutPrior> prior;
+  LatentPriors priors;
   if (std::filesystem::exists(vqgan_dir / LayoutPrior::kFileName)) {
-    CLIPSERVE_ASSIGN_OR_RETURN(prior, LayoutPrior::Load(vqgan_dir / LayoutPrior::kFileName, device));
+    CLIPSERVE_ASSIGN_OR_RETURN(priors.layout, LayoutPrior::Load(vqgan_dir / LayoutPrior::kFileName, device));
   }
-  return Create(std::move(vq), std::move(clip), std::move(prior));
+  if (std::filesystem::exists(vqgan_dir / LatentDenoiser::kFileName)) {
+    CLIPSERVE_ASSIGN_OR_RETURN(priors.denoiser, LatentDenoiser::Load(vqgan_dir / LatentDenoiser::kFileName, device));
+  }
+  return Create(std::move(vq), std::move(clip), std::move(priors));
 }
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
@@ -123,10 +133,19 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
     return absl::InvalidArgumentError(
         absl::StrCat("layout_prior_weight: ", options.layout_prior_weight, " must be in [0, 1000]"));
   }
-  if (options.layout_prior_weight > 0 && models.layout_prior == nullptr) {
+  if (options.layout_prior_weight > 0 && models.priors.layout == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("layout_prior_weight: ", options.layout_prior_weight,
                                                    " needs a layout prior, and the VQGAN has none (",
                                                    LayoutPrior::kFileName, " in its directory)"));
+  }
+  if (!(options.denoiser_weight >= 0 && options.denoiser_weight <= 1000)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("denoiser_weight: ", options.denoiser_weight, " must be in [0, 1000]"));
+  }
+  if (options.denoiser_weight > 0 && models.priors.denoiser == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("denoiser_weight: ", options.denoiser_weight,
+                                                   " needs a latent denoiser, and the VQGAN has none (",
+                                                   LatentDenoiser::kFileName, " in its directory)"));
   }
   options.cutouts.cut_size = models.clip->image_size();
   CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
@@ -246,11 +265,14 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         counts.push_back(cuts.back().size(0));
       }
       const at::Tensor embeddings = EmbedPixels(models, at::cat(cuts, 0)).to(at::kFloat);
-      at::Tensor layout_energy;  // [members], when a member asks for it
+      at::Tensor layout_energy;     // [members], when a member asks for it
+      at::Tensor denoised;          // [members, C, h, w], when a member asks for it
       for (size_t i : members) {
-        if (jobs[i]->options_.layout_prior_weight > 0) {
-          layout_energy = models.layout_prior->Energy(z, models.vqgan->codebook());
-          break;
+        if (jobs[i]->options_.layout_prior_weight > 0 && !layout_energy.defined()) {
+          layout_energy = models.priors.layout->Energy(z, models.vqgan->codebook());
+        }
+        if (jobs[i]->options_.denoiser_weight > 0 && !denoised.defined()) {
+          denoised = models.priors.denoiser->Denoise(z, models.vqgan->codebook());
         }
       }
 
@@ -287,6 +309,10 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         }
         if (job.options_.layout_prior_weight > 0) {
           loss = loss + layout_energy[static_cast<int64_t>(k)] * job.options_.layout_prior_weight;
+        }
+        if (job.options_.denoiser_weight > 0) {
+          const at::Tensor target = denoised.narrow(0, static_cast<int64_t>(k), 1);
+          loss = loss + (job.z_ - target).pow(2).mean() * (job.options_.denoiser_weight / 2.0);
         }
         total = total.defined() ? total + loss : loss;
         StepStats& s = stats[members[k]];

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "server/generation/cutouts.h"
+#include "server/generation/latent_denoiser.h"
 #include "server/generation/layout_prior.h"
 #include "server/generation/prompts.h"
 #include "server/models/clip/clip_bundle.h"
@@ -35,20 +36,26 @@
 
 namespace clipserve::generation {
 
-// The two models a generation runs on, on one device, and optionally the VQGAN's layout prior. Create()
-// freezes their parameters (generation needs gradients only for the latent).
+// Optional priors over a VQGAN's latents, fitted to its encodings of real pictures (files in its directory).
+struct LatentPriors {
+  std::shared_ptr<const LayoutPrior> layout;        // null: jobs cannot ask for layout_prior_weight
+  std::shared_ptr<const LatentDenoiser> denoiser;  // null: jobs cannot ask for denoiser_weight
+};
+
+// The two models a generation runs on, on one device, and the VQGAN's priors. Create() freezes their
+// parameters (generation needs gradients only for the latent).
 struct GenerationModels {
   std::shared_ptr<const vqgan::VqganModel> vqgan;
   std::shared_ptr<const clip::ClipBundle> clip;
-  std::shared_ptr<const LayoutPrior> layout_prior;  // null: jobs cannot ask for layout_prior_weight
+  LatentPriors priors;
 
-  // INVALID_ARGUMENT when either model is missing, they sit on different devices, or the prior's code count is
-  // not the VQGAN's.
+  // INVALID_ARGUMENT when either model is missing, they sit on different devices, or a prior's codes are not
+  // the VQGAN's.
   static absl::StatusOr<GenerationModels> Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
                                                  std::shared_ptr<const clip::ClipBundle> clip,
-                                                 std::shared_ptr<const LayoutPrior> layout_prior = nullptr);
-  // Loads a CLIP directory and a VQGAN directory (float32, on `device`), and the VQGAN directory's layout prior
-  // (LayoutPrior::kFileName) when it has one, and calls Create.
+                                                 LatentPriors priors = {});
+  // Loads a CLIP directory and a VQGAN directory (float32, on `device`), and the VQGAN directory's priors
+  // (LayoutPrior::kFileName, LatentDenoiser::kFileName) where it has them, and calls Create.
   static absl::StatusOr<GenerationModels> Load(const std::filesystem::path& clip_dir,
                                                const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU);
 };
@@ -80,8 +87,12 @@ struct JobOptions {
   // term smoothness); 0 disables (the reference has none).
   float smoothness_weight = 0;
   // Weight of the layout prior's energy (LayoutPrior::Energy of z: how unlike the code layouts of real pictures
-  // the latent is); needs GenerationModels::layout_prior; 0 disables (the reference has none).
+  // the latent is); needs GenerationModels::priors.layout; 0 disables (the reference has none).
   float layout_prior_weight = 0;
+  // Weight of the denoiser term λ·mean((z − D(z))²)/2, D(z) the latent denoiser's prediction held fixed
+  // ("regularisation by denoising": its gradient pulls z towards the nearest layout of real pictures); needs
+  // GenerationModels::priors.denoiser; 0 disables (the reference has none).
+  float denoiser_weight = 0;
 };
 
 // What one step did for one job.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -34,6 +35,8 @@ class GeneratorTest : public ::testing::Test {
     models_ = *models;
   }
 
+
+ public:
   static JobOptions Options(const std::string& prompt, uint64_t seed, int size = 32) {
     JobOptions o;
     auto prompts = ParsePrompts(prompt, "prompt");
@@ -97,7 +100,7 @@ TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout_prior_weight")));
   }
   // The fixture VQGAN's directory has no layout prior.
-  ASSERT_EQ(models_.layout_prior, nullptr);
+  ASSERT_EQ(models_.priors.layout, nullptr);
   o = Options("a red circle", 1);
   o.layout_prior_weight = 1;
   EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument,
@@ -112,36 +115,77 @@ std::shared_ptr<const LayoutPrior> FixturePrior(const vqgan::VqganModel& vqgan) 
   return prior.ok() ? std::move(prior).value() : nullptr;
 }
 
-// The layout term is the prior's energy of the latent times its weight: linear in the weight, and a job's term
-// does not depend on batchmates without one.
-TEST_F(GeneratorTest, TheLayoutPriorAddsItsWeightedEnergyToTheLoss) {
-  auto with_prior = GenerationModels::Create(models_.vqgan, models_.clip, FixturePrior(*models_.vqgan));
-  ASSERT_THAT(with_prior, IsOk());
-  models_ = *with_prior;
+// A latent denoiser for the fixture VQGAN, with random weights.
+std::shared_ptr<const LatentDenoiser> FixtureDenoiser(const vqgan::VqganModel& vqgan) {
+  at::manual_seed(6);
+  auto d = LatentDenoiser::Create({.embed_dim = vqgan.config().embed_dim, .n_embed = vqgan.config().n_embed,
+                                   .width = 8, .dilations = {1, 2}},
+                                  vqgan.codebook());
+  EXPECT_THAT(d, IsOk());
+  return d.ok() ? std::move(d).value() : nullptr;
+}
+
+// A prior's term in the loss: the first step's loss of the same job with the prior's weight 0, 1 and 2 (set by
+// `set_weight`) grows linearly, by more than `min_term` per unit; and a job's loss with the term does not depend
+// on a batchmate without it.
+void ExpectALinearTermIndependentOfBatchmates(const GenerationModels& models,
+                                             const std::function<void(JobOptions&, float)>& set_weight,
+                                             float min_term) {
   std::vector<float> first_loss;
   for (float weight : {0.0f, 1.0f, 2.0f}) {
-    JobOptions o = Options("a red circle", 4);
-    o.layout_prior_weight = weight;
-    auto job = MakeJob(o);
-    const auto s = RunAlone(job.get(), 1);
-    ASSERT_EQ(s.size(), 1u);
-    first_loss.push_back(s[0].loss);
+    JobOptions o = GeneratorTest::Options("a red circle", 4);
+    set_weight(o, weight);
+    auto job = Job::Create(models, o);
+    ASSERT_THAT(job, IsOk());
+    auto s = Step(models, {job->get()});
+    ASSERT_THAT(s, IsOk());
+    first_loss.push_back((*s)[0].loss);
   }
   const float term = first_loss[1] - first_loss[0];
-  EXPECT_GT(term, 1);  // −log P(pair) of a smoothed 8×8×8 sample of n_embed² pairs is far above 1
+  EXPECT_GT(term, min_term);
   EXPECT_NEAR(first_loss[2] - first_loss[0], 2 * term, 1e-3 * term);
 
-  JobOptions o = Options("a red circle", 4);
-  o.layout_prior_weight = 1;
-  auto alone = MakeJob(o);
-  const auto expected = RunAlone(alone.get(), 2);
-  auto job = MakeJob(o);
-  auto other = MakeJob(Options("a blue star", 9));
+  JobOptions o = GeneratorTest::Options("a red circle", 4);
+  set_weight(o, 1);
+  auto alone = Job::Create(models, o), job = Job::Create(models, o);
+  auto other = Job::Create(models, GeneratorTest::Options("a blue star", 9));
+  ASSERT_THAT(alone, IsOk());
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(other, IsOk());
   for (int i = 0; i < 2; ++i) {
-    auto s = Step(models_, {other.get(), job.get()});
+    auto expected = Step(models, {alone->get()});
+    auto s = Step(models, {other->get(), job->get()});
+    ASSERT_THAT(expected, IsOk());
     ASSERT_THAT(s, IsOk());
-    EXPECT_NEAR((*s)[1].loss, expected[i].loss, 1e-4 * std::max(1.0f, std::abs(expected[i].loss)));
+    EXPECT_NEAR((*s)[1].loss, (*expected)[0].loss, 1e-4 * std::max(1.0f, std::abs((*expected)[0].loss)));
   }
+}
+
+// The layout term is the prior's energy of the latent times its weight.
+TEST_F(GeneratorTest, TheLayoutPriorAddsItsWeightedEnergyToTheLoss) {
+  auto models = GenerationModels::Create(models_.vqgan, models_.clip, {.layout = FixturePrior(*models_.vqgan)});
+  ASSERT_THAT(models, IsOk());
+  // −log P(pair) of a smoothed 8×8×8 sample of n_embed² pairs is far above 1.
+  ExpectALinearTermIndependentOfBatchmates(
+      *models, [](JobOptions& o, float w) { o.layout_prior_weight = w; }, 1);
+}
+
+// The denoiser term is weight · mean((z − D(z))²) / 2, positive where D's codes are not z's.
+TEST_F(GeneratorTest, TheDenoiserAddsItsWeightedDistanceToTheLoss) {
+  auto models = GenerationModels::Create(models_.vqgan, models_.clip, {.denoiser = FixtureDenoiser(*models_.vqgan)});
+  ASSERT_THAT(models, IsOk());
+  ExpectALinearTermIndependentOfBatchmates(
+      *models, [](JobOptions& o, float w) { o.denoiser_weight = w; }, 1e-4);
+  JobOptions o = Options("a red circle", 1);
+  o.denoiser_weight = 1;
+  EXPECT_THAT(Job::Create(models_, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                AllOf(HasSubstr("denoiser_weight"), HasSubstr("has none"))));
+  o.denoiser_weight = -1;
+  EXPECT_THAT(Job::Create(*models, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("denoiser_weight")));
+  auto other = LatentDenoiser::Create({.embed_dim = 2, .n_embed = 4, .width = 4, .dilations = {1}}, at::eye(4, 2));
+  ASSERT_THAT(other, IsOk());
+  EXPECT_THAT(GenerationModels::Create(models_.vqgan, models_.clip, {.denoiser = std::move(other).value()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("latent denoiser is for 4 codes")));
 }
 
 TEST_F(GeneratorTest, ModelsTakeTheLayoutPriorFromTheVqgansDirectoryAndCheckIt) {
@@ -156,13 +200,13 @@ TEST_F(GeneratorTest, ModelsTakeTheLayoutPriorFromTheVqgansDirectoryAndCheckIt) 
   ASSERT_THAT(prior->Save(dir / LayoutPrior::kFileName), IsOk());
   auto models = GenerationModels::Load(FixtureDir() / "clip", dir);
   ASSERT_THAT(models, IsOk());
-  ASSERT_NE(models->layout_prior, nullptr);
-  EXPECT_EQ(models->layout_prior->n_embed(), models_.vqgan->config().n_embed);
+  ASSERT_NE(models->priors.layout, nullptr);
+  EXPECT_EQ(models->priors.layout->n_embed(), models_.vqgan->config().n_embed);
   fs::remove_all(dir);
 
   auto small = LayoutPrior::Fit(at::zeros({1, 2, 2}, at::kLong), at::eye(4));
   ASSERT_THAT(small, IsOk());
-  EXPECT_THAT(GenerationModels::Create(models_.vqgan, models_.clip, std::move(small).value()),
+  EXPECT_THAT(GenerationModels::Create(models_.vqgan, models_.clip, {.layout = std::move(small).value()}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout prior is for 4 codes")));
 }
 

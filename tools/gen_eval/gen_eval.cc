@@ -96,6 +96,7 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
       j.learning_rate = o.learning_rate;
       j.smoothness_weight = o.smoothness_weight;
       j.layout_prior_weight = o.layout_prior_weight;
+      j.denoiser_weight = o.denoiser_weight;
       j.cutouts = o.cutouts;
       if (o.init_rgb.size() == 3) {
         j.init_image = at::tensor(o.init_rgb).view({3, 1, 1}).expand({3, o.size, o.size}).contiguous();

@@ -42,6 +42,8 @@ struct GenEvalOptions {
   float smoothness_weight = 0;  // JobOptions::smoothness_weight
   // JobOptions::layout_prior_weight; > 0 needs the layout prior in models/vqgan (fit-layout-prior).
   float layout_prior_weight = 0;
+  // JobOptions::denoiser_weight; > 0 needs the latent denoiser in models/vqgan (train-latent-denoiser).
+  float denoiser_weight = 0;
   // Contrast against the other shapes: when > 0, every run also gets the prompt with each of the other nine
   // shapes (same colour and background) as a negative prompt of weight −contrast_shapes / 9. What the prompts
   // share (colour, background) then cancels in the loss and what is left pulls towards the prompt's shape and

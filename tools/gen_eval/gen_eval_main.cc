@@ -25,6 +25,8 @@ ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
 ABSL_FLAG(double, smoothness, 0, "weight of the total-variation term (JobOptions::smoothness_weight)");
+ABSL_FLAG(double, denoiser, 0,
+          "weight of the VQGAN's latent denoiser term (JobOptions::denoiser_weight; needs train-latent-denoiser's file)");
 ABSL_FLAG(double, layout_prior, 0,
           "weight of the VQGAN's layout prior (JobOptions::layout_prior_weight; needs fit-layout-prior's file)");
 ABSL_FLAG(double, contrast_shapes, 0,
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
   o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
   o.layout_prior_weight = static_cast<float>(absl::GetFlag(FLAGS_layout_prior));
+  o.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_denoiser));
   o.contrast_shapes = static_cast<float>(absl::GetFlag(FLAGS_contrast_shapes));
   o.extra_prompts = absl::GetFlag(FLAGS_extra_prompts);
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);

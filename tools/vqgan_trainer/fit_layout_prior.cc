@@ -3,6 +3,7 @@
 // (JobOptions::layout_prior_weight, gen-eval --layout_prior).
 //
 //   build/bin/fit-layout-prior --vqgan=models/shapes-world/vqgan [--count=20000] [--smoothing=0.01]
+//                              [--plain_backgrounds]
 #include <cstdio>
 #include <string>
 
@@ -21,6 +22,8 @@ ABSL_FLAG(int, count, 20000, "training scenes to encode");
 ABSL_FLAG(uint64_t, seed, 1, "training scene seed (< 1000000)");
 ABSL_FLAG(double, smoothing, 0.01, "added to every pair count");
 ABSL_FLAG(int, eval_count, 1000, "held-out scenes to report the prior's energy on");
+ABSL_FLAG(bool, plain_backgrounds, false,
+          "fit to scenes on plain backgrounds only (no gradients, no noise), for a prior that favours flat grounds");
 
 namespace {
 
@@ -48,16 +51,23 @@ int main(int argc, char** argv) {
   vo.model_dir = dir;
   auto model = vqgan::VqganModel::Load(vo);
   if (!model.ok()) return Fail(model.status());
-  auto codes = vqgan_trainer::EncodeWorldCodes(**model, shapes::Split::kTrain, absl::GetFlag(FLAGS_seed),
-                                               absl::GetFlag(FLAGS_count));
+  shapes::SceneSamplerOptions scenes;
+  scenes.seed = absl::GetFlag(FLAGS_seed);
+  if (absl::GetFlag(FLAGS_plain_backgrounds)) {
+    scenes.plain_probability = 1;
+    scenes.gradient_probability = 0;
+  }
+  auto codes = vqgan_trainer::EncodeWorldCodes(**model, scenes, absl::GetFlag(FLAGS_count));
   if (!codes.ok()) return Fail(codes.status());
   auto prior = generation::LayoutPrior::Fit(*codes, (*model)->codebook(), {.smoothing = absl::GetFlag(FLAGS_smoothing)});
   if (!prior.ok()) return Fail(prior.status());
   if (absl::Status s = (*prior)->Save(out); !s.ok()) return Fail(s);
 
   // How the prior tells pictures from noise: its energy on held-out scenes against random codes.
-  auto held_out = vqgan_trainer::EncodeWorldCodes(**model, shapes::Split::kEval, shapes::kFirstEvalSeed,
-                                                  absl::GetFlag(FLAGS_eval_count));
+  shapes::SceneSamplerOptions eval_scenes = scenes;
+  eval_scenes.split = shapes::Split::kEval;
+  eval_scenes.seed = shapes::kFirstEvalSeed;
+  auto held_out = vqgan_trainer::EncodeWorldCodes(**model, eval_scenes, absl::GetFlag(FLAGS_eval_count));
   if (!held_out.ok()) return Fail(held_out.status());
   const at::Tensor random = at::randint((*prior)->n_embed(), held_out->sizes(), at::kLong);
   const int used = at::bincount(codes->reshape(-1), {}, (*prior)->n_embed()).gt(0).sum().item<int>();

@@ -244,15 +244,12 @@ absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count) {
   return psnr;
 }
 
-absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::Split split, uint64_t seed,
+absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::SceneSamplerOptions scenes,
                                             int count) {
   if (count < 1) return absl::InvalidArgumentError(absl::StrCat("count must be at least 1, got ", count));
   const int size = static_cast<int>(model.config().ddconfig.resolution);
-  shapes::SceneSamplerOptions o;
-  o.split = split;
-  o.seed = seed;
-  o.render.image_size = size;
-  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, shapes::SceneSampler::Create(o));
+  scenes.render.image_size = size;
+  CLIPSERVE_ASSIGN_OR_RETURN(auto sampler, shapes::SceneSampler::Create(scenes));
   std::vector<at::Tensor> codes;
   constexpr int kBatch = 128;
   for (int first = 0; first < count; first += kBatch) {

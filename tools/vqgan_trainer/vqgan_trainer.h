@@ -58,10 +58,10 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options);
 // the evaluation Train() logs and reports (TrainReport::eval_psnr_db with count = eval_count).
 absl::StatusOr<double> HeldOutPsnr(const vqgan::VqganModel& model, int count);
 
-// The code indices [count, h, w] (int64, CPU) of `model`'s encodings of world scenes first .. first + count − 1
-// of `split`'s sampler with seed `seed` (train: any seed < kFirstEvalSeed; eval: kFirstEvalSeed), at the
-// model's resolution: the data a generation::LayoutPrior is fitted to (fit-layout-prior).
-absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::Split split, uint64_t seed,
+// The code indices [count, h, w] (int64, CPU) of `model`'s encodings of world scenes 0 .. count − 1 of the
+// sampler `scenes` (its render.image_size is set to the model's resolution): the data a generation::LayoutPrior
+// is fitted to (fit-layout-prior).
+absl::StatusOr<at::Tensor> EncodeWorldCodes(const vqgan::VqganModel& model, shapes::SceneSamplerOptions scenes,
                                             int count);
 
 }  // namespace clipserve::vqgan_trainer
