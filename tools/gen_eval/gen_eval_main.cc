@@ -19,6 +19,7 @@ ABSL_FLAG(int, seeds, 8, "seeds per prompt (first_seed .. first_seed + N - 1)");
 ABSL_FLAG(int, first_seed, 1, "first seed (to split a long evaluation into parts)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
 ABSL_FLAG(int, steps, 150, "optimisation steps per run");
+ABSL_FLAG(int, size, 64, "picture side in pixels (a multiple of the VQGAN's factor)");
 // Cutouts per step; the augmentation flags are tools/gen_eval/cutout_flags.h's.
 ABSL_FLAG(int, cutn, clipserve::generation::CutoutOptions{}.cutn, "cutouts per step");
 ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   o.first_seed = absl::GetFlag(FLAGS_first_seed);
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
   o.steps = absl::GetFlag(FLAGS_steps);
+  o.size = absl::GetFlag(FLAGS_size);
   o.cutouts = clipserve::tools::CutoutOptionsFromFlags();
   o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
   o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
