@@ -80,11 +80,12 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
     return absl::InvalidArgumentError(absl::StrCat("the layout prior is for ", priors.layout->n_embed(),
                                                    " codes and the VQGAN has ", n_embed));
   }
+  const int64_t embed_dim = vqgan->config().embed_dim;
   if (priors.denoiser != nullptr &&
-      (priors.denoiser->config().n_embed != n_embed || priors.denoiser->config().embed_dim != vqgan->config().embed_dim)) {
+      (priors.denoiser->config().n_embed != n_embed || priors.denoiser->config().embed_dim != embed_dim)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the latent denoiser is for ", priors.denoiser->config().n_embed, " codes of dimension ",
-        priors.denoiser->config().embed_dim, " and the VQGAN has ", n_embed, " of ", vqgan->config().embed_dim));
+        priors.denoiser->config().embed_dim, " and the VQGAN has ", n_embed, " of ", embed_dim));
   }
   // Only the latent is optimised: no parameter gradients (which would also race between concurrent jobs).
   for (auto& p : vqgan->module().parameters()) p.set_requires_grad(false);

@@ -1,9 +1,9 @@
 #include "server/generation/latent_denoiser.h"
 
+#include <torch/nn/functional/activation.h>
+
 #include <string>
 #include <utility>
-
-#include <torch/nn/functional/activation.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
@@ -20,9 +20,9 @@ torch::nn::Conv2d Conv(int64_t in, int64_t out, int64_t kernel, int64_t dilation
 absl::Status ValidateConfig(const LatentDenoiserConfig& c) {
   if (c.embed_dim < 1 || c.n_embed < 2 || c.width < 1 || c.width > 4096 || c.dilations.empty() ||
       c.dilations.size() > 64) {
-    return absl::InvalidArgumentError(absl::StrCat("latent denoiser: bad config (embed_dim ", c.embed_dim,
-                                                   ", n_embed ", c.n_embed, ", width ", c.width, ", ",
-                                                   c.dilations.size(), " blocks)"));
+    return absl::InvalidArgumentError(absl::StrCat("latent denoiser: bad config (embed_dim ", c.embed_dim, ", n_embed ",
+                                                   c.n_embed, ", width ", c.width, ", ", c.dilations.size(),
+                                                   " blocks)"));
   }
   for (int64_t d : c.dilations) {
     if (d < 1 || d > 64) return absl::InvalidArgumentError(absl::StrCat("latent denoiser: dilation ", d));
@@ -56,8 +56,8 @@ absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Create(const Lat
   CLIPSERVE_RETURN_IF_ERROR(ValidateConfig(config));
   if (!codebook.defined() || codebook.dim() != 2 || codebook.size(0) != config.n_embed ||
       codebook.size(1) != config.embed_dim) {
-    return absl::InvalidArgumentError(absl::StrCat("latent denoiser: the codebook must be [", config.n_embed, ", ",
-                                                   config.embed_dim, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("latent denoiser: the codebook must be [", config.n_embed, ", ", config.embed_dim, "]"));
   }
   std::unique_ptr<LatentDenoiser> d;
   CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("creating a latent denoiser", [&]() -> absl::Status {
@@ -115,8 +115,8 @@ absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Load(const std::
         net->eval();
         for (auto& p : net->parameters()) p.set_requires_grad(false);
         if (shift.numel() != config.embed_dim || scale.numel() != config.embed_dim) {
-          return absl::InvalidArgumentError(absl::StrCat(path.string(), ": shift and scale need ", config.embed_dim,
-                                                         " values"));
+          return absl::InvalidArgumentError(
+              absl::StrCat(path.string(), ": shift and scale need ", config.embed_dim, " values"));
         }
         d.reset(new LatentDenoiser(config, std::move(net), shift.to(at::kFloat).view({1, -1, 1, 1}).clone(),
                                    scale.to(at::kFloat).view({1, -1, 1, 1}).clone()));
@@ -144,7 +144,8 @@ at::Tensor LatentDenoiser::Denoise(const at::Tensor& z, const at::Tensor& codebo
   at::NoGradGuard no_grad;
   const at::Tensor codes = Logits(z.detach()).argmax(1);  // [B, h, w]
   const at::Tensor e = codebook.detach().to(codes.device(), at::kFloat);
-  return e.index_select(0, codes.reshape(-1)).view({codes.size(0), codes.size(1), codes.size(2), -1})
+  return e.index_select(0, codes.reshape(-1))
+      .view({codes.size(0), codes.size(1), codes.size(2), -1})
       .permute({0, 3, 1, 2})
       .contiguous();
 }

@@ -41,7 +41,7 @@ at::Tensor HardPairEnergy(const at::Tensor& codes, const at::Tensor& joint, int6
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Fit(const at::Tensor& codes, const at::Tensor& codebook,
-                                                               const LayoutPriorOptions& options) {
+                                                              const LayoutPriorOptions& options) {
   if (!codebook.defined() || codebook.dim() != 2 || codebook.size(0) < 2) {
     return absl::InvalidArgumentError("layout prior: the codebook must be [n_embed >= 2, embed_dim]");
   }
@@ -79,7 +79,8 @@ absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Load(const std::filesy
   const auto get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     auto it = tensors.find(name);
     if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": no tensor '", name, "' (a layout prior has "
+      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": no tensor '", name,
+                                                     "' (a layout prior has "
                                                      "'horizontal', 'vertical' and 'temperature')"));
     }
     return it->second;
@@ -89,7 +90,8 @@ absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Load(const std::filesy
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor temperature, get("temperature"));
   if (horizontal.dim() != 2 || horizontal.size(0) != horizontal.size(1) || horizontal.size(0) < 2 ||
       !vertical.sizes().equals(horizontal.sizes()) || temperature.numel() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": expected horizontal and vertical [K, K] and a "
+    return absl::InvalidArgumentError(absl::StrCat(path.string(),
+                                                   ": expected horizontal and vertical [K, K] and a "
                                                    "scalar temperature"));
   }
   std::unique_ptr<LayoutPrior> prior;
@@ -104,9 +106,9 @@ absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Load(const std::filesy
 }
 
 absl::Status LayoutPrior::Save(const std::filesystem::path& path) const {
-  return SaveTensors(path, {{"horizontal", horizontal_},
-                            {"vertical", vertical_},
-                            {"temperature", at::full({1}, temperature_, at::kFloat)}});
+  return SaveTensors(
+      path,
+      {{"horizontal", horizontal_}, {"vertical", vertical_}, {"temperature", at::full({1}, temperature_, at::kFloat)}});
 }
 
 at::Tensor LayoutPrior::Energy(const at::Tensor& z, const at::Tensor& codebook) const {

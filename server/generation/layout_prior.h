@@ -13,10 +13,10 @@
 // Immutable after Fit or Load; Energy may be called from any number of threads at once.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <filesystem>
 #include <memory>
-
-#include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
 

@@ -1,14 +1,13 @@
 // LayoutPrior: the pair counts and their energies, the soft energy's gradient, saving and loading, bad input.
 #include "server/generation/layout_prior.h"
 
+#include <ATen/ATen.h>
+#include <torch/optim/sgd.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <string>
-
-#include <ATen/ATen.h>
-#include <torch/optim/sgd.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -49,12 +48,13 @@ TEST(LayoutPriorTest, CodeEnergyIsTheMeanNegativeLogOfTheSmoothedPairFrequencies
   const double v00 = 60.5 / 128, v11 = 60.5 / 128;
   // The fitted layout: horizontal mean over 12 pairs, vertical over 12, then the two averaged.
   const double seen = ((-4 * std::log(h00) - 4 * std::log(h01) - 4 * std::log(h00)) / 12 +
-                       (-6 * std::log(v00) - 6 * std::log(v11)) / 12) / 2;
+                       (-6 * std::log(v00) - 6 * std::log(v11)) / 12) /
+                      2;
   EXPECT_NEAR((*prior)->CodeEnergy(HalvesLayouts(1)).item<double>(), seen, 1e-5);
   // Its mirror image has (1,0) pairs across the middle, which the prior never saw.
   const at::Tensor mirrored = HalvesLayouts(1).flip({2});
-  const double unseen = ((-8 * std::log(h00) - 4 * std::log(h10)) / 12 +
-                         (-6 * std::log(v00) - 6 * std::log(v11)) / 12) / 2;
+  const double unseen =
+      ((-8 * std::log(h00) - 4 * std::log(h10)) / 12 + (-6 * std::log(v00) - 6 * std::log(v11)) / 12) / 2;
   EXPECT_NEAR((*prior)->CodeEnergy(mirrored).item<double>(), unseen, 1e-5);
   EXPECT_GT(unseen, seen);
   // A checkerboard of the two codes: every pair is (0,1) or (1,0), vertically never seen.
@@ -121,9 +121,10 @@ TEST(LayoutPriorTest, RejectsBadInputAndBadFiles) {
   const fs::path path = TempFile("bad.safetensors");
   ASSERT_THAT(SaveTensors(path, {{"horizontal", at::ones({4, 4})}, {"temperature", at::ones({1})}}), IsOk());
   EXPECT_THAT(LayoutPrior::Load(path), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'vertical'")));
-  ASSERT_THAT(SaveTensors(path, {{"horizontal", at::ones({4, 4})}, {"vertical", at::ones({3, 3})},
-                                 {"temperature", at::ones({1})}}),
-              IsOk());
+  ASSERT_THAT(
+      SaveTensors(path,
+                  {{"horizontal", at::ones({4, 4})}, {"vertical", at::ones({3, 3})}, {"temperature", at::ones({1})}}),
+      IsOk());
   EXPECT_THAT(LayoutPrior::Load(path), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("[K, K]")));
   fs::remove(path);
   EXPECT_FALSE(LayoutPrior::Load(TempFile("missing.safetensors")).ok());

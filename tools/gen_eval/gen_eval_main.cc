@@ -27,7 +27,8 @@ ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
 ABSL_FLAG(double, smoothness, 0, "weight of the total-variation term (JobOptions::smoothness_weight)");
 ABSL_FLAG(double, denoiser, 0,
-          "weight of the VQGAN's latent denoiser term (JobOptions::denoiser_weight; needs train-latent-denoiser's file)");
+          "weight of the VQGAN's latent denoiser term (JobOptions::denoiser_weight; needs train-latent-denoiser's "
+          "file)");
 ABSL_FLAG(double, layout_prior, 0,
           "weight of the VQGAN's layout prior (JobOptions::layout_prior_weight; needs fit-layout-prior's file)");
 ABSL_FLAG(double, contrast_shapes, 0,

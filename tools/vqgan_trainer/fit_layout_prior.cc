@@ -4,10 +4,10 @@
 //
 //   build/bin/fit-layout-prior --vqgan=models/shapes-world/vqgan [--count=20000] [--smoothing=0.01]
 //                              [--plain_backgrounds]
+#include <ATen/ATen.h>
+
 #include <cstdio>
 #include <string>
-
-#include <ATen/ATen.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -25,6 +25,7 @@ ABSL_FLAG(int, eval_count, 1000, "held-out scenes to report the prior's energy o
 ABSL_FLAG(bool, plain_backgrounds, false,
           "fit to scenes on plain backgrounds only (no gradients, no noise), for a prior that favours flat grounds");
 
+namespace clipserve {
 namespace {
 
 int Fail(const absl::Status& status) {
@@ -32,12 +33,7 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  using namespace clipserve;
-  absl::SetProgramUsageMessage("fit-layout-prior --vqgan=DIR [--count=20000] [--smoothing=0.01] [--out=FILE]");
-  absl::ParseCommandLine(argc, argv);
+int Run() {
   ConfigureCpuThreads({});
   const std::filesystem::path dir = absl::GetFlag(FLAGS_vqgan);
   if (dir.empty()) {
@@ -59,7 +55,8 @@ int main(int argc, char** argv) {
   }
   auto codes = vqgan_trainer::EncodeWorldCodes(**model, scenes, absl::GetFlag(FLAGS_count));
   if (!codes.ok()) return Fail(codes.status());
-  auto prior = generation::LayoutPrior::Fit(*codes, (*model)->codebook(), {.smoothing = absl::GetFlag(FLAGS_smoothing)});
+  auto prior =
+      generation::LayoutPrior::Fit(*codes, (*model)->codebook(), {.smoothing = absl::GetFlag(FLAGS_smoothing)});
   if (!prior.ok()) return Fail(prior.status());
   if (absl::Status s = (*prior)->Save(out); !s.ok()) return Fail(s);
 
@@ -75,6 +72,16 @@ int main(int argc, char** argv) {
               static_cast<long long>(codes->size(0)), used, static_cast<long long>((*prior)->n_embed()),
               (*prior)->temperature());
   std::printf("energy (mean -log P(pair)): held-out scenes %.3f, random codes %.3f\n",
-              (*prior)->CodeEnergy(*held_out).mean().item<double>(), (*prior)->CodeEnergy(random).mean().item<double>());
+              (*prior)->CodeEnergy(*held_out).mean().item<double>(),
+              (*prior)->CodeEnergy(random).mean().item<double>());
   return 0;
+}
+
+}  // namespace
+}  // namespace clipserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("fit-layout-prior --vqgan=DIR [--count=20000] [--smoothing=0.01] [--out=FILE]");
+  absl::ParseCommandLine(argc, argv);
+  return clipserve::Run();
 }

@@ -1,14 +1,13 @@
 #include "tools/vqgan_trainer/latent_denoiser_trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/adamw.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
 #include <numeric>
-
-#include <torch/optim/adamw.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
@@ -59,8 +58,8 @@ absl::StatusOr<DenoiserTrainReport> TrainLatentDenoiser(const vqgan::VqganModel&
                                                         const DenoiserTrainOptions& options) {
   if (options.out.empty()) return absl::InvalidArgumentError("out: required");
   if (options.batch_size < 1 || options.count < options.batch_size) {
-    return absl::InvalidArgumentError(absl::StrCat("count (", options.count, ") must be at least batch_size (",
-                                                   options.batch_size, ") >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("count (", options.count, ") must be at least batch_size (", options.batch_size, ") >= 1"));
   }
   if (options.seed >= shapes::kFirstEvalSeed) {
     return absl::InvalidArgumentError(absl::StrCat("seed must be below ", shapes::kFirstEvalSeed));

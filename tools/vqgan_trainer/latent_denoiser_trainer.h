@@ -4,10 +4,10 @@
 // cross-entropy, the clean code of every cell.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 #include <filesystem>
-
-#include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
 #include "server/generation/latent_denoiser.h"
@@ -26,7 +26,7 @@ at::Tensor CorruptLatents(const at::Tensor& codes, const at::Tensor& codebook, c
                           at::Generator& generator);
 
 struct DenoiserTrainOptions {
-  std::filesystem::path out;  // the file to write (LatentDenoiser::Save)
+  std::filesystem::path out;                // the file to write (LatentDenoiser::Save)
   generation::LatentDenoiserConfig config;  // embed_dim and n_embed are taken from the VQGAN
   CorruptionOptions corruption;
   int count = 10000;  // training scenes encoded once, at the start

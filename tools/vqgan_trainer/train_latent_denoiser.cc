@@ -24,10 +24,10 @@ ABSL_FLAG(double, max_replace, 0.6, "most cells a corruption replaces by random 
 ABSL_FLAG(double, max_jitter, 0.4, "most cells a corruption gives a neighbour's code (fraction)");
 ABSL_FLAG(double, max_noise, 1.0, "largest noise a corruption adds (times the codebook's std)");
 
-int main(int argc, char** argv) {
-  using namespace clipserve;
-  absl::SetProgramUsageMessage("train-latent-denoiser --vqgan=DIR [--minutes=10] [--out=FILE]");
-  absl::ParseCommandLine(argc, argv);
+namespace clipserve {
+namespace {
+
+int Run() {
   ConfigureCpuThreads({});
   const std::filesystem::path dir = absl::GetFlag(FLAGS_vqgan);
   if (dir.empty()) {
@@ -57,9 +57,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "train-latent-denoiser: %s\n", std::string(report.status().message()).c_str());
     return 1;
   }
-  std::printf("wrote %s: %lld steps in %.1f min, loss %.4f; held-out cells kept %.1f %% (clean), restored %.1f %% "
-              "(corrupted at half the maxima)\n",
-              o.out.string().c_str(), static_cast<long long>(report->steps), report->minutes, report->final_loss,
-              100 * report->clean_accuracy, 100 * report->corrupted_accuracy);
+  std::printf(
+      "wrote %s: %lld steps in %.1f min, loss %.4f; held-out cells kept %.1f %% (clean), restored %.1f %% "
+      "(corrupted at half the maxima)\n",
+      o.out.string().c_str(), static_cast<long long>(report->steps), report->minutes, report->final_loss,
+      100 * report->clean_accuracy, 100 * report->corrupted_accuracy);
   return 0;
+}
+
+}  // namespace
+}  // namespace clipserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("train-latent-denoiser --vqgan=DIR [--minutes=10] [--out=FILE]");
+  absl::ParseCommandLine(argc, argv);
+  return clipserve::Run();
 }

@@ -44,8 +44,8 @@ TEST(LatentDenoiserTrainer, JitterGivesCellsTheirNeighboursCodes) {
   at::Generator gen = at::detail::createCPUGenerator(2);
   int changed = 0;
   for (int i = 0; i < 8; ++i) {
-    const at::Tensor got = g.CodesOf(CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 1,
-                                                                          .max_noise = 0}, gen));
+    const at::Tensor got =
+        g.CodesOf(CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 1, .max_noise = 0}, gen));
     for (int64_t r = 0; r < 4; ++r) {
       for (int64_t c = 0; c < 4; ++c) {
         const int64_t code = got[r][c].item<int64_t>(), own = 4 * r + c;
@@ -63,15 +63,15 @@ TEST(LatentDenoiserTrainer, ReplacementDrawsAnyCodeAndNoiseMovesOffTheRows) {
   at::Generator gen = at::detail::createCPUGenerator(3);
   int foreign = 0;
   for (int i = 0; i < 8; ++i) {
-    const at::Tensor got = g.CodesOf(CorruptLatents(g.codes, g.codebook, {.max_replace = 1, .max_jitter = 0,
-                                                                          .max_noise = 0}, gen));
+    const at::Tensor got =
+        g.CodesOf(CorruptLatents(g.codes, g.codebook, {.max_replace = 1, .max_jitter = 0, .max_noise = 0}, gen));
     foreign += got.ge(16).sum().item<int>();  // codes the grid does not have
   }
   EXPECT_GT(foreign, 0);
-  const at::Tensor noisy = CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 0, .max_noise = 1},
-                                          gen);
-  const at::Tensor clean = CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 0, .max_noise = 0},
-                                          gen);
+  const at::Tensor noisy =
+      CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 0, .max_noise = 1}, gen);
+  const at::Tensor clean =
+      CorruptLatents(g.codes, g.codebook, {.max_replace = 0, .max_jitter = 0, .max_noise = 0}, gen);
   EXPECT_GT((noisy - clean).abs().max().item<float>(), 0);
 }
 
