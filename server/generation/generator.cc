@@ -61,6 +61,27 @@ std::string Quoted(const std::string& text) {
   return absl::StrCat("'", text.size() > 40 ? text.substr(0, 40) + "..." : text, "'");
 }
 
+// What a loss term's weight needs besides its range: whether the VQGAN's prior it uses is there (`what` and
+// `file` name that prior for the error).
+struct TermNeeds {
+  bool present = true;
+  const char* what = nullptr;  // "a layout prior"
+  const char* file = nullptr;  // its file in the VQGAN's directory
+};
+
+// A loss term's weight: in [0, 1000], and > 0 only where what the term needs is there. INVALID_ARGUMENT naming
+// the field otherwise.
+absl::Status CheckTermWeight(const char* field, float weight, const TermNeeds& needs = {}) {
+  if (!(weight >= 0 && weight <= 1000)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", weight, " must be in [0, 1000]"));
+  }
+  if (weight > 0 && !needs.present) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", weight, " needs ", needs.what,
+                                                   ", and the VQGAN has none (", needs.file, " in its directory)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi) { return ClampWithGradFunction::apply(x, lo, hi); }
@@ -126,28 +147,13 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
   if (!(options.init_weight >= 0 && std::isfinite(options.init_weight))) {
     return absl::InvalidArgumentError(absl::StrCat("init_weight: ", options.init_weight, " must be >= 0"));
   }
-  if (!(options.smoothness_weight >= 0 && options.smoothness_weight <= 1000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("smoothness_weight: ", options.smoothness_weight, " must be in [0, 1000]"));
-  }
-  if (!(options.layout_prior_weight >= 0 && options.layout_prior_weight <= 1000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layout_prior_weight: ", options.layout_prior_weight, " must be in [0, 1000]"));
-  }
-  if (options.layout_prior_weight > 0 && models.priors.layout == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("layout_prior_weight: ", options.layout_prior_weight,
-                                                   " needs a layout prior, and the VQGAN has none (",
-                                                   LayoutPrior::kFileName, " in its directory)"));
-  }
-  if (!(options.denoiser_weight >= 0 && options.denoiser_weight <= 1000)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("denoiser_weight: ", options.denoiser_weight, " must be in [0, 1000]"));
-  }
-  if (options.denoiser_weight > 0 && models.priors.denoiser == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("denoiser_weight: ", options.denoiser_weight,
-                                                   " needs a latent denoiser, and the VQGAN has none (",
-                                                   LatentDenoiser::kFileName, " in its directory)"));
-  }
+  CLIPSERVE_RETURN_IF_ERROR(CheckTermWeight("smoothness_weight", options.smoothness_weight));
+  CLIPSERVE_RETURN_IF_ERROR(
+      CheckTermWeight("layout_prior_weight", options.layout_prior_weight,
+                      {models.priors.layout != nullptr, "a layout prior", LayoutPrior::kFileName}));
+  CLIPSERVE_RETURN_IF_ERROR(
+      CheckTermWeight("denoiser_weight", options.denoiser_weight,
+                      {models.priors.denoiser != nullptr, "a latent denoiser", LatentDenoiser::kFileName}));
   options.cutouts.cut_size = models.clip->image_size();
   CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
   bool positive = false;
@@ -266,8 +272,8 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         counts.push_back(cuts.back().size(0));
       }
       const at::Tensor embeddings = EmbedPixels(models, at::cat(cuts, 0)).to(at::kFloat);
-      at::Tensor layout_energy;     // [members], when a member asks for it
-      at::Tensor denoised;          // [members, C, h, w], when a member asks for it
+      at::Tensor layout_energy;  // [members], when a member asks for it
+      at::Tensor denoised;       // [members, C, h, w], when a member asks for it
       for (size_t i : members) {
         if (jobs[i]->options_.layout_prior_weight > 0 && !layout_energy.defined()) {
           layout_energy = models.priors.layout->Energy(z, models.vqgan->codebook());

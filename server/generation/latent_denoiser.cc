@@ -1,13 +1,14 @@
 #include "server/generation/latent_denoiser.h"
 
-#include <torch/nn/functional/activation.h>
-
 #include <string>
 #include <utility>
+
+#include <torch/nn/functional/activation.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/models/tensor_io.h"
+#include "server/models/vqgan/modules.h"
 
 namespace clipserve::generation {
 namespace {
@@ -76,13 +77,7 @@ absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Create(const Lat
 absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Load(const std::filesystem::path& path,
                                                                      at::Device device) {
   CLIPSERVE_ASSIGN_OR_RETURN(auto tensors, LoadTensors(path));
-  const auto get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": no tensor '", name, "'"));
-    }
-    return it->second;
-  };
+  const auto get = [&](const std::string& name) { return FindTensor(tensors, name, path); };
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor dilations, get("dilations"));
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor in_weight, get("in.weight"));
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor out_weight, get("out.weight"));
@@ -90,6 +85,10 @@ absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Load(const std::
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor scale, get("scale"));
   if (dilations.dim() != 1 || in_weight.dim() != 4 || out_weight.dim() != 4) {
     return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a latent denoiser"));
+  }
+  if (shift.numel() != in_weight.size(1) || scale.numel() != in_weight.size(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), ": shift and scale need ", in_weight.size(1), " values"));
   }
   LatentDenoiserConfig config;
   config.width = in_weight.size(0);
@@ -114,12 +113,8 @@ absl::StatusOr<std::unique_ptr<LatentDenoiser>> LatentDenoiser::Load(const std::
         net->to(device);
         net->eval();
         for (auto& p : net->parameters()) p.set_requires_grad(false);
-        if (shift.numel() != config.embed_dim || scale.numel() != config.embed_dim) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(path.string(), ": shift and scale need ", config.embed_dim, " values"));
-        }
-        d.reset(new LatentDenoiser(config, std::move(net), shift.to(at::kFloat).view({1, -1, 1, 1}).clone(),
-                                   scale.to(at::kFloat).view({1, -1, 1, 1}).clone()));
+        d.reset(new LatentDenoiser(config, std::move(net), shift.to(device, at::kFloat).view({1, -1, 1, 1}).clone(),
+                                   scale.to(device, at::kFloat).view({1, -1, 1, 1}).clone()));
         return absl::OkStatus();
       },
       absl::StatusCode::kInvalidArgument));
@@ -142,12 +137,7 @@ at::Tensor LatentDenoiser::Logits(const at::Tensor& z) const {
 
 at::Tensor LatentDenoiser::Denoise(const at::Tensor& z, const at::Tensor& codebook) const {
   at::NoGradGuard no_grad;
-  const at::Tensor codes = Logits(z.detach()).argmax(1);  // [B, h, w]
-  const at::Tensor e = codebook.detach().to(codes.device(), at::kFloat);
-  return e.index_select(0, codes.reshape(-1))
-      .view({codes.size(0), codes.size(1), codes.size(2), -1})
-      .permute({0, 3, 1, 2})
-      .contiguous();
+  return vqgan::CodebookRows(codebook.detach().to(z.device(), at::kFloat), Logits(z.detach()).argmax(1));
 }
 
 }  // namespace clipserve::generation

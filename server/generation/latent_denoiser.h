@@ -14,15 +14,16 @@
 // Logits/Denoise may be called from several threads at once; training (module()) must not overlap them.
 #pragma once
 
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <utility>
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
-
-#include <cstdint>
-#include <filesystem>
-#include <memory>
-#include <vector>
 
 #include "absl/status/statusor.h"
 

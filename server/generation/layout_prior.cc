@@ -76,14 +76,8 @@ absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Fit(const at::Tensor& 
 
 absl::StatusOr<std::unique_ptr<LayoutPrior>> LayoutPrior::Load(const std::filesystem::path& path, at::Device device) {
   CLIPSERVE_ASSIGN_OR_RETURN(auto tensors, LoadTensors(path));
-  const auto get = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(path.string(), ": no tensor '", name,
-                                                     "' (a layout prior has "
-                                                     "'horizontal', 'vertical' and 'temperature')"));
-    }
-    return it->second;
+  const auto get = [&](const std::string& name) {
+    return FindTensor(tensors, name, path, "a layout prior has 'horizontal', 'vertical' and 'temperature'");
   };
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor horizontal, get("horizontal"));
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor vertical, get("vertical"));

@@ -13,10 +13,12 @@
 // Immutable after Fit or Load; Energy may be called from any number of threads at once.
 #pragma once
 
-#include <ATen/ATen.h>
-
+#include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <utility>
+
+#include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
 

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 
 namespace clipserve {
@@ -57,6 +58,14 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::filesys
   std::map<std::string, at::Tensor> out;
   for (const TensorView& v : file->tensors()) out.emplace(v.name, ToTensor(v, file));
   return out;
+}
+
+absl::StatusOr<at::Tensor> FindTensor(const std::map<std::string, at::Tensor>& tensors, const std::string& name,
+                                      const std::filesystem::path& path, std::string_view hint) {
+  auto it = tensors.find(name);
+  if (it != tensors.end()) return it->second;
+  const std::string why = hint.empty() ? "" : absl::StrCat(" (", std::string(hint), ")");
+  return absl::InvalidArgumentError(absl::StrCat(path.string(), ": no tensor '", name, "'", why));
 }
 
 absl::Status SaveTensors(const std::filesystem::path& path,

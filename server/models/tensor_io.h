@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,11 @@ at::Tensor ToTensor(const TensorView& view, const std::shared_ptr<const Safetens
 
 // Opens a safetensors file and returns every tensor by name (zero-copy where possible).
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::filesystem::path& path);
+
+// The tensor `name` of `tensors` (as LoadTensors returned them from `path`); INVALID_ARGUMENT "PATH: no tensor
+// 'NAME'" when it has none, followed by " (" + `hint` + ")" when a hint is given.
+absl::StatusOr<at::Tensor> FindTensor(const std::map<std::string, at::Tensor>& tensors, const std::string& name,
+                                      const std::filesystem::path& path, std::string_view hint = {});
 
 // Writes named tensors (moved to CPU, made contiguous) as safetensors.
 absl::Status SaveTensors(const std::filesystem::path& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -1,11 +1,12 @@
 // LatentDenoiser: shapes, the prediction's form, saving and loading, bad configs and files.
 #include "server/generation/latent_denoiser.h"
 
-#include <ATen/ATen.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <string>
+
+#include <ATen/ATen.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -1,13 +1,14 @@
 // LayoutPrior: the pair counts and their energies, the soft energy's gradient, saving and loading, bad input.
 #include "server/generation/layout_prior.h"
 
-#include <ATen/ATen.h>
-#include <torch/optim/sgd.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <string>
+
+#include <ATen/ATen.h>
+#include <torch/optim/sgd.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"

@@ -4,10 +4,10 @@
 //
 //   build/bin/fit-layout-prior --vqgan=models/shapes-world/vqgan [--count=20000] [--smoothing=0.01]
 //                              [--plain_backgrounds]
-#include <ATen/ATen.h>
-
 #include <cstdio>
 #include <string>
+
+#include <ATen/ATen.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"

@@ -1,17 +1,18 @@
 #include "tools/vqgan_trainer/latent_denoiser_trainer.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/optim/adamw.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <deque>
 #include <numeric>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/optim/adamw.h>
+
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 #include "server/models/tensor_io.h"
+#include "server/models/vqgan/modules.h"
 #include "tools/shapes/world.h"
 #include "tools/vqgan_trainer/vqgan_trainer.h"
 
@@ -48,9 +49,8 @@ at::Tensor CorruptLatents(const at::Tensor& codes, const at::Tensor& codebook, c
                           at::Generator& generator) {
   const at::Tensor e = codebook.detach().to(at::kCPU, at::kFloat);
   const at::Tensor c = CorruptCodes(codes.to(at::kCPU, at::kLong), e.size(0), options, generator);
-  const int64_t b = c.size(0), h = c.size(1), w = c.size(2);
-  at::Tensor z = e.index_select(0, c.reshape(-1)).view({b, h, w, -1}).permute({0, 3, 1, 2});
-  const at::Tensor sigma = at::rand({b, 1, 1, 1}, generator) * options.max_noise;
+  const at::Tensor z = vqgan::CodebookRows(e, c);
+  const at::Tensor sigma = at::rand({c.size(0), 1, 1, 1}, generator) * options.max_noise;
   return (z + at::randn(z.sizes(), generator) * sigma * e.std(0).view({1, -1, 1, 1})).contiguous();
 }
 
@@ -111,9 +111,7 @@ absl::StatusOr<DenoiserTrainReport> TrainLatentDenoiser(const vqgan::VqganModel&
     net.eval();
     report.final_loss = recent.empty() ? 0 : std::accumulate(recent.begin(), recent.end(), 0.0) / recent.size();
     at::NoGradGuard no_grad;
-    const at::Tensor clean_z = codebook.index_select(0, eval_codes.reshape(-1))
-                                   .view({eval_codes.size(0), eval_codes.size(1), eval_codes.size(2), -1})
-                                   .permute({0, 3, 1, 2});
+    const at::Tensor clean_z = vqgan::CodebookRows(codebook, eval_codes);
     report.clean_accuracy = denoiser->Logits(clean_z).argmax(1).eq(eval_codes).to(at::kFloat).mean().item<double>();
     CorruptionOptions half = options.corruption;
     half.max_replace /= 2;

@@ -4,10 +4,10 @@
 // cross-entropy, the clean code of every cell.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <cstdint>
 #include <filesystem>
+
+#include <ATen/ATen.h>
 
 #include "absl/status/statusor.h"
 #include "server/generation/latent_denoiser.h"

@@ -199,9 +199,11 @@ Quantized VectorQuantizer::forward(const at::Tensor& z, QuantizeGradient gradien
   return {z_q.permute({0, 3, 1, 2}).contiguous(), indices.view({z.size(0), z.size(2), z.size(3)})};
 }
 
-at::Tensor VectorQuantizer::Lookup(const at::Tensor& indices) {
-  return at::embedding(embedding_->weight, indices.to(at::kLong)).permute({0, 3, 1, 2}).contiguous();
+at::Tensor CodebookRows(const at::Tensor& codebook, const at::Tensor& indices) {
+  return at::embedding(codebook, indices.to(codebook.device(), at::kLong)).permute({0, 3, 1, 2}).contiguous();
 }
+
+at::Tensor VectorQuantizer::Lookup(const at::Tensor& indices) { return CodebookRows(embedding_->weight, indices); }
 
 VqModel::VqModel(const VqganConfig& config) {
   encoder_ = register_module("encoder", std::make_shared<Encoder>(config.ddconfig));

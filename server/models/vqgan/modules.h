@@ -143,6 +143,10 @@ struct Quantized {
   at::Tensor indices;  // [B, h, w] int64
 };
 
+// indices [B, h, w] (any integer type) → the rows of `codebook` [n_embed, embed_dim] as [B, embed_dim, h, w]
+// (taming's get_codebook_entry), contiguous, in the codebook's dtype and on its device.
+at::Tensor CodebookRows(const at::Tensor& codebook, const at::Tensor& indices);
+
 // VectorQuantizer2 (legacy): nearest codebook row by d = Σz² + Σe² − 2·z·eᵀ (computed in float32), argmin.
 class VectorQuantizer : public torch::nn::Module {
  public:

@@ -1,11 +1,11 @@
 // The latent denoiser's trainer: its corruptions, and a short run on a tiny VQGAN that learns and loads.
 #include "tools/vqgan_trainer/latent_denoiser_trainer.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <cmath>
 #include <filesystem>
 #include <set>
+
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
