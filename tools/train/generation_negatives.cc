@@ -15,7 +15,7 @@ namespace clipserve::train {
 
 absl::StatusOr<std::unique_ptr<GenerationNegatives>> GenerationNegatives::Create(
     const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir,
-    std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed) {
+    std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed, generation::LatentPriors priors) {
   const GenerationNegativeOptions& o = options;
   if (o.chains < 1 || o.chain_steps < 1 || o.min_steps < 0 || o.min_steps >= o.chain_steps || o.cutn < 1 ||
       !(o.learning_rate > 0)) {
@@ -35,7 +35,8 @@ absl::StatusOr<std::unique_ptr<GenerationNegatives>> GenerationNegatives::Create
                                                    " is not a multiple of the VQGAN's factor ",
                                                    vqgan->downsample_factor()));
   }
-  CLIPSERVE_ASSIGN_OR_RETURN(out->models_, generation::GenerationModels::Create(vqgan, out->clip_));
+  CLIPSERVE_ASSIGN_OR_RETURN(out->models_,
+                             generation::GenerationModels::Create(vqgan, out->clip_, std::move(priors)));
   // Staggered first runs, so that chains reach min_steps (and restart) at different training steps.
   out->chains_.resize(o.chains);
   for (int i = 0; i < o.chains; ++i) {
@@ -59,7 +60,9 @@ absl::Status GenerationNegatives::Start(Chain& chain, int steps) {
   j.steps = steps;
   j.seed = rng.Next();
   j.learning_rate = options_.learning_rate;
+  j.cutouts = options_.cutouts;
   j.cutouts.cutn = options_.cutn;
+  j.denoiser_weight = options_.denoiser_weight;
   CLIPSERVE_ASSIGN_OR_RETURN(chain.job, generation::Job::Create(models_, std::move(j)));
   chain.colour = colour;
   ++started_;

@@ -32,17 +32,24 @@ struct GenerationNegativeOptions {
   int min_steps = 10;    // its picture is a negative from this step on (before: still mostly the random start)
   int cutn = 8;
   float learning_rate = 0.1f;
+  // The chains' cutout augmentations (cutn and cut_size are replaced by the two above): those of the generation
+  // the CLIP is being trained for.
+  generation::CutoutOptions cutouts;
+  // JobOptions::denoiser_weight of the chains (needs `priors.denoiser` in Create): with it on they draw the
+  // clean lumps that generation with the denoiser draws, and the CLIP learns to reject those.
+  float denoiser_weight = 0;
 };
 
 class GenerationNegatives {
  public:
   // `clip_dir`: a CLIP directory with the architecture, tokenizer and preprocessing of the trained model (its
   // weights are replaced by Refresh). `vqgan`: the VQGAN the chains run on (shared: the trainer's VQGAN
-  // reconstructions use the same one; its const methods are thread-safe). INVALID_ARGUMENT for bad options, a
-  // null VQGAN, or a CLIP image size that is not a multiple of the VQGAN's factor.
+  // reconstructions use the same one; its const methods are thread-safe); `priors`: that VQGAN's latent priors.
+  // INVALID_ARGUMENT for bad options, a null VQGAN, a CLIP image size that is not a multiple of the VQGAN's
+  // factor, or a denoiser weight without a denoiser.
   static absl::StatusOr<std::unique_ptr<GenerationNegatives>> Create(
       const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir,
-      std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed);
+      std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed, generation::LatentPriors priors = {});
 
   // Copies the trained weights into the chains' CLIP (same architecture). Prompts of running chains keep the
   // embeddings they were created with until they restart.

@@ -69,6 +69,8 @@ ABSL_FLAG(std::string, generation_vqgan, "models/shapes-world/vqgan",
 ABSL_FLAG(int, generation_negative_steps, 40, "steps of each generation before it restarts with a new prompt");
 ABSL_FLAG(int, generation_negative_min_steps, 10, "a generation's picture is a negative from this step on");
 ABSL_FLAG(int, generation_negative_cutn, 8, "cutouts per step of those generations");
+ABSL_FLAG(double, generation_negative_denoiser, 0,
+          "denoiser weight of those generations (needs latent_denoiser.safetensors in --generation_vqgan; 0: off)");
 ABSL_FLAG(int, generation_negative_refresh_every, 10, "training steps between copies of the weights into their CLIP");
 ABSL_FLAG(double, vqgan_reconstructions, 0,
           "share of the shape pictures replaced by their reconstruction through --generation_vqgan (0: off)");
@@ -137,6 +139,8 @@ int main(int argc, char** argv) {
   o.generation_negatives.chain_steps = absl::GetFlag(FLAGS_generation_negative_steps);
   o.generation_negatives.min_steps = absl::GetFlag(FLAGS_generation_negative_min_steps);
   o.generation_negatives.cutn = absl::GetFlag(FLAGS_generation_negative_cutn);
+  o.generation_negatives.cutouts = o.generation_cutout_options;
+  o.generation_negatives.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_generation_negative_denoiser));
   o.generation_negatives_refresh_every = absl::GetFlag(FLAGS_generation_negative_refresh_every);
   o.vqgan_reconstructions = absl::GetFlag(FLAGS_vqgan_reconstructions);
   if (o.ema_decay < 0 || o.ema_decay >= 1) {

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "server/generation/latent_denoiser.h"
 #include "server/models/clip/clip_model.h"
 #include "server/models/cpu_threads.h"
 
@@ -38,8 +39,9 @@ class GenerationNegativesTest : public ::testing::Test {
   static void TearDownTestSuite() { vqgan_.reset(); }
 
   static absl::StatusOr<std::unique_ptr<GenerationNegatives>> Create(const GenerationNegativeOptions& options,
-                                                                     uint64_t seed) {
-    return GenerationNegatives::Create(options, kModels / "clip", vqgan_, seed);
+                                                                     uint64_t seed,
+                                                                     generation::LatentPriors priors = {}) {
+    return GenerationNegatives::Create(options, kModels / "clip", vqgan_, seed, std::move(priors));
   }
 
   static std::shared_ptr<const vqgan::VqganModel> vqgan_;
@@ -81,6 +83,44 @@ TEST_F(GenerationNegativesTest, SameSeedSamePictures) {
       EXPECT_TRUE(at::allclose(na->images, nb->images, 1e-5, 1e-6));
     }
   }
+}
+
+// The chains take the options' cutouts and denoiser weight: each changes their pictures (same seed), and a
+// denoiser weight without a denoiser is refused.
+TEST_F(GenerationNegativesTest, ChainsUseTheirCutoutsAndDenoiser) {
+  auto pictures = [](const GenerationNegativeOptions& options, generation::LatentPriors priors) -> at::Tensor {
+    auto chains = Create(options, /*seed=*/3, std::move(priors));
+    EXPECT_TRUE(chains.ok()) << chains.status();
+    if (!chains.ok()) return {};
+    at::Tensor last;
+    for (int i = 0; i < 3; ++i) {
+      auto n = (*chains)->Advance();
+      EXPECT_TRUE(n.ok()) << n.status();
+      if (n.ok() && n->images.defined()) last = n->images;
+    }
+    return last;
+  };
+  at::manual_seed(4);
+  auto denoiser = generation::LatentDenoiser::Create(
+      {.embed_dim = vqgan_->config().embed_dim, .n_embed = vqgan_->config().n_embed, .width = 8, .dilations = {1}},
+      vqgan_->codebook());
+  ASSERT_TRUE(denoiser.ok()) << denoiser.status();
+  const generation::LatentPriors priors{.denoiser = std::move(denoiser).value()};
+
+  const at::Tensor plain = pictures(SmallOptions(), priors);
+  ASSERT_TRUE(plain.defined());
+  EXPECT_TRUE(at::allclose(pictures(SmallOptions(), priors), plain, 1e-5, 1e-6));
+  GenerationNegativeOptions denoised = SmallOptions();
+  denoised.denoiser_weight = 50;
+  EXPECT_FALSE(at::allclose(pictures(denoised, priors), plain, 1e-3, 1e-3));
+  GenerationNegativeOptions border = SmallOptions();
+  border.cutouts.perspective_border_padding = true;
+  border.cutouts.augment_probability = 1;
+  EXPECT_FALSE(at::allclose(pictures(border, priors), plain, 1e-3, 1e-3));
+
+  auto no_denoiser = Create(denoised, /*seed=*/3);
+  EXPECT_EQ(no_denoiser.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_denoiser.status().message(), HasSubstr("denoiser_weight"));
 }
 
 TEST_F(GenerationNegativesTest, RefreshCopiesTheTrainedWeights) {
