@@ -118,5 +118,20 @@ TEST(GenEvalTest, ExtraPromptsJoinEveryRunsPrompt) {
   EXPECT_THAT(status.message(), ::testing::HasSubstr("extra_prompts"));
 }
 
+// --init=scene starts every run from the world's picture of its prompt: after one step the judge still finds
+// the prompt's colour and shape in each of the six.
+TEST(GenEvalTest, SceneStartIsThePromptsPicture) {
+  GenEvalOptions o;
+  o.models = std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world";
+  o.seeds = 1;
+  o.steps = 1;
+  o.cutouts.cutn = 1;
+  o.init_scene = true;
+  auto r = Evaluate(o);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->colour_agreement, 1.0);
+  EXPECT_EQ(r->shape_agreement, 1.0);
+}
+
 }  // namespace
 }  // namespace clipserve::gen_eval

@@ -55,6 +55,22 @@ nlohmann::json GenEvalResult::ToJson() const {
           {"job_steps", job_steps}};
 }
 
+namespace {
+
+// The world's picture of a prompt (GenEvalOptions::init_scene) as [3, size, size] floats in [0, 1].
+absl::StatusOr<at::Tensor> PromptPicture(const Prompt& p, int size) {
+  shapes::Scene scene;
+  scene.shape = p.shape;
+  scene.colour = p.colour;
+  scene.rgb = shapes::ColourRgb(p.colour);
+  scene.background.colour = p.background;
+  scene.background.rgb = shapes::ColourRgb(p.background);
+  CLIPSERVE_ASSIGN_OR_RETURN(shapes::Rendering r, shapes::Render(scene, {.image_size = size}));
+  return at::from_blob(r.image.data, {size, size, 3}, at::kByte).permute({2, 0, 1}).to(at::kFloat).div(255);
+}
+
+}  // namespace
+
 absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
   if (o.seeds < 1 || o.first_seed < 1) {
     return absl::InvalidArgumentError(
@@ -98,7 +114,9 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
       j.layout_prior_weight = o.layout_prior_weight;
       j.denoiser_weight = o.denoiser_weight;
       j.cutouts = o.cutouts;
-      if (o.init_rgb.size() == 3) {
+      if (o.init_scene) {
+        CLIPSERVE_ASSIGN_OR_RETURN(j.init_image, PromptPicture(p, o.size));
+      } else if (o.init_rgb.size() == 3) {
         j.init_image = at::tensor(o.init_rgb).view({3, 1, 1}).expand({3, o.size, o.size}).contiguous();
       }
       CLIPSERVE_ASSIGN_OR_RETURN(auto job, generation::Job::Create(models, std::move(j)));

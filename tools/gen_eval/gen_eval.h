@@ -57,6 +57,11 @@ struct GenEvalOptions {
   // Start picture: empty = random codes (the reference's default); otherwise every run starts from this plain
   // RGB colour (values in [0, 1]), encoded by the VQGAN, e.g. {0.5, 0.5, 0.5} for grey.
   std::vector<float> init_rgb;
+  // A diagnostic start instead: each run starts from the world's own picture of its prompt (the shape, medium
+  // size, centred and upright, in the prompt's colour on a plain ground of the prompt's background). Whether the
+  // optimisation keeps it or turns it into something else tells whether the steering CLIP prefers the true
+  // picture to what it draws from random codes. Overrides init_rgb.
+  bool init_scene = false;
   // Optional: each final image as <prompt index>_<seed>.png, and sheet.png (rows: prompts, columns: seeds).
   std::filesystem::path out_dir;
 };

@@ -1,7 +1,7 @@
 // gen-eval: how well VQGAN+CLIP generation with the shipped models draws what the prompt says, graded by the
 // independent OpenCV judge.
 //
-//   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--init=random|grey|white|black]
+//   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--init=random|grey|white|black|scene]
 //                      [--out=DIR] [--json]
 #include <algorithm>
 #include <cstdio>
@@ -35,7 +35,9 @@ ABSL_FLAG(double, contrast_shapes, 0,
           "when > 0, the prompt with each other shape joins every run as a negative prompt of weight -W/9");
 ABSL_FLAG(std::string, extra_prompts, "",
           "more prompts for every run, e.g. \"a {colour} blob:-0.5\" ({colour}, {shape}, {background} filled in)");
-ABSL_FLAG(std::string, init, "random", "start picture: random (codes), grey, white or black");
+ABSL_FLAG(std::string, init, "random",
+          "start picture: random (codes), grey, white, black, or scene (the world's picture of the prompt: a "
+          "diagnostic of whether the CLIP keeps a true picture)");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
 int main(int argc, char** argv) {
@@ -66,8 +68,10 @@ int main(int argc, char** argv) {
     o.init_rgb = {1, 1, 1};
   } else if (init == "black") {
     o.init_rgb = {0, 0, 0};
+  } else if (init == "scene") {
+    o.init_scene = true;
   } else if (init != "random") {
-    std::fprintf(stderr, "gen-eval: --init must be random, grey, white or black\n");
+    std::fprintf(stderr, "gen-eval: --init must be random, grey, white, black or scene\n");
     return 2;
   }
   auto result = clipserve::gen_eval::Evaluate(o);
