@@ -577,7 +577,7 @@ TEST_F(TrainClipTest, GenerationNegativesAndReconstructionsJoinTheBatches) {
   f.generation_negatives = {.chains = 2,
                             .chain_steps = 3,
                             .min_steps = 0,
-                            .cutn = 2};
+                            .cutouts = {.cutn = 2}};
   f.generation_negatives_refresh_every = 1;
   f.generation_vqgan_dir = fs::path(CLIPSERVE_SOURCE_DIR) / "models" / "shapes-world" / "vqgan";
   f.vqgan_reconstructions = 0.5;

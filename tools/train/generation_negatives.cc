@@ -17,11 +17,11 @@ absl::StatusOr<std::unique_ptr<GenerationNegatives>> GenerationNegatives::Create
     const GenerationNegativeOptions& options, const std::filesystem::path& clip_dir,
     std::shared_ptr<const vqgan::VqganModel> vqgan, uint64_t seed, generation::LatentPriors priors) {
   const GenerationNegativeOptions& o = options;
-  if (o.chains < 1 || o.chain_steps < 1 || o.min_steps < 0 || o.min_steps >= o.chain_steps || o.cutn < 1 ||
+  if (o.chains < 1 || o.chain_steps < 1 || o.min_steps < 0 || o.min_steps >= o.chain_steps || o.cutouts.cutn < 1 ||
       !(o.learning_rate > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "generation negatives need chains >= 1, chain_steps >= 1, 0 <= min_steps < chain_steps, cutn >= 1 and a "
-        "positive learning rate; got ", o.chains, ", ", o.chain_steps, ", ", o.min_steps, ", ", o.cutn, ", ",
+        "positive learning rate; got ", o.chains, ", ", o.chain_steps, ", ", o.min_steps, ", ", o.cutouts.cutn, ", ",
         o.learning_rate));
   }
   if (vqgan == nullptr) return absl::InvalidArgumentError("generation negatives need a VQGAN");
@@ -61,7 +61,6 @@ absl::Status GenerationNegatives::Start(Chain& chain, int steps) {
   j.seed = rng.Next();
   j.learning_rate = options_.learning_rate;
   j.cutouts = options_.cutouts;
-  j.cutouts.cutn = options_.cutn;
   j.denoiser_weight = options_.denoiser_weight;
   CLIPSERVE_ASSIGN_OR_RETURN(chain.job, generation::Job::Create(models_, std::move(j)));
   chain.colour = colour;

@@ -30,11 +30,10 @@ struct GenerationNegativeOptions {
   int chains = 0;  // generations running at once (0: none)
   int chain_steps = 40;  // a chain restarts from new random codes and a new prompt after this many steps
   int min_steps = 10;    // its picture is a negative from this step on (before: still mostly the random start)
-  int cutn = 8;
   float learning_rate = 0.1f;
-  // The chains' cutout augmentations (cutn and cut_size are replaced by the two above): those of the generation
-  // the CLIP is being trained for.
-  generation::CutoutOptions cutouts;
+  // The chains' cutouts (cut_size is the CLIP's): the augmentations of the generation the CLIP is being trained
+  // for, and fewer of them per step than a request's, as the chains step once per training step.
+  generation::CutoutOptions cutouts = {.cutn = 8};
   // JobOptions::denoiser_weight of the chains (needs `priors.denoiser` in Create): with it on they draw the
   // clean lumps that generation with the denoiser draws, and the CLIP learns to reject those.
   float denoiser_weight = 0;

@@ -138,8 +138,8 @@ int main(int argc, char** argv) {
   o.generation_vqgan_dir = absl::GetFlag(FLAGS_generation_vqgan);
   o.generation_negatives.chain_steps = absl::GetFlag(FLAGS_generation_negative_steps);
   o.generation_negatives.min_steps = absl::GetFlag(FLAGS_generation_negative_min_steps);
-  o.generation_negatives.cutn = absl::GetFlag(FLAGS_generation_negative_cutn);
   o.generation_negatives.cutouts = o.generation_cutout_options;
+  o.generation_negatives.cutouts.cutn = absl::GetFlag(FLAGS_generation_negative_cutn);
   o.generation_negatives.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_generation_negative_denoiser));
   o.generation_negatives_refresh_every = absl::GetFlag(FLAGS_generation_negative_refresh_every);
   o.vqgan_reconstructions = absl::GetFlag(FLAGS_vqgan_reconstructions);

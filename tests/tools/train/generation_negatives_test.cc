@@ -24,7 +24,7 @@ GenerationNegativeOptions SmallOptions() {
   o.chains = 2;
   o.chain_steps = 4;
   o.min_steps = 2;
-  o.cutn = 2;
+  o.cutouts.cutn = 2;
   return o;
 }
 
@@ -157,7 +157,7 @@ TEST_F(GenerationNegativesTest, BadOptionsAreInvalidArguments) {
   bad[0].chains = 0;
   bad[1].chain_steps = 0;
   bad[2].min_steps = 4;  // not below chain_steps
-  bad[3].cutn = 0;
+  bad[3].cutouts.cutn = 0;
   bad[4].learning_rate = 0;
   for (size_t i = 0; i < bad.size(); ++i) {
     auto chains = Create(bad[i], /*seed=*/1);
