@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve {
@@ -66,7 +67,7 @@ TEST(Safetensors, RoundTripsEveryDtype) {
 }
 
 TEST(Safetensors, OpensAMappedFile) {
-  const auto path = std::filesystem::path(::testing::TempDir()) / "mapped.safetensors";
+  const auto path = ::clipserve::testing::ScratchFile("mapped.safetensors");
   std::vector<float> values(1000);
   for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
   TensorView v;

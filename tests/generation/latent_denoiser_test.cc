@@ -1,8 +1,6 @@
 // LatentDenoiser: shapes, the prediction's form, saving and loading, bad configs and files.
 #include "server/generation/latent_denoiser.h"
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <string>
 
@@ -11,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/models/tensor_io.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::generation {
@@ -24,7 +23,7 @@ using ::testing::HasSubstr;
 LatentDenoiserConfig Small() { return {.embed_dim = 4, .n_embed = 16, .width = 8, .dilations = {1, 2}}; }
 
 fs::path TempFile(const std::string& name) {
-  return fs::path(::testing::TempDir()) / ("clipserve_latent_denoiser_" + std::to_string(::getpid()) + "_" + name);
+  return ::clipserve::testing::ScratchFile(name);
 }
 
 TEST(LatentDenoiserTest, PredictsCodebookRowsForEveryCell) {

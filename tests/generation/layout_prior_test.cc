@@ -1,8 +1,6 @@
 // LayoutPrior: the pair counts and their energies, the soft energy's gradient, saving and loading, bad input.
 #include "server/generation/layout_prior.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -13,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/models/tensor_io.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::generation {
@@ -34,7 +33,7 @@ at::Tensor HalvesLayouts(int n) {
 }
 
 fs::path TempFile(const std::string& name) {
-  return fs::path(::testing::TempDir()) / ("clipserve_layout_prior_" + std::to_string(::getpid()) + "_" + name);
+  return ::clipserve::testing::ScratchFile(name);
 }
 
 TEST(LayoutPriorTest, CodeEnergyIsTheMeanNegativeLogOfTheSmoothedPairFrequencies) {

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "server/common/file_util.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/test_server.h"
 
@@ -249,7 +250,7 @@ TEST_F(ServerTest, MetricsPassPromtool) {
     EXPECT_THAT(text, HasSubstr(family));
   }
   ASSERT_EQ(std::system("command -v promtool >/dev/null"), 0) << "promtool missing: install Debian's prometheus";
-  const std::string path = ::testing::TempDir() + "/server_metrics.txt";
+  const std::string path = ::clipserve::testing::ScratchFile("server_metrics.txt").string();
   std::ofstream(path) << text;
   EXPECT_EQ(std::system(("promtool check metrics < " + path + " > " + path + ".out 2>&1").c_str()), 0)
       << *ReadFileToString(path + ".out");

@@ -1,7 +1,5 @@
 #include "tools/bpe/bpe_trainer.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
 #include <filesystem>
@@ -20,6 +18,7 @@
 #include "server/common/file_util.h"
 #include "server/models/clip/tokenizer.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::bpe {
@@ -39,12 +38,7 @@ MATCHER_P(IsOkAndHolds, matcher, "is OK and holds a matching value") {
   return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
 }
 
-fs::path MakeTempDir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / ("clipserve_bpe_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path MakeTempDir(const std::string& name) { return ::clipserve::testing::ScratchDir(name); }
 
 void WriteFile(const fs::path& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary);

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/models/vqgan/vqgan.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::vqgan_trainer {
@@ -51,8 +52,7 @@ std::vector<nlohmann::json> Curve(const fs::path& dir) {
 // commitment term grows with the encoder's output and the dead-code restarts at steps 20 and 40 move codes —
 // so the test compares reconstructions.)
 TEST(VqganTrainer, ReconstructionImprovesAndTheResultLoadsThroughTheServersLoader) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "vqgan_train";
-  fs::remove_all(dir);
+  const fs::path dir = ::clipserve::testing::ScratchFile("vqgan_train");
   const TrainOptions options = Tiny(dir);
   auto report = Train(options);
   ASSERT_THAT(report, IsOk());
@@ -82,8 +82,7 @@ TEST(VqganTrainer, ReconstructionImprovesAndTheResultLoadsThroughTheServersLoade
 TEST(VqganTrainer, TheSeedMakesARunRepeatable) {
   std::vector<std::vector<nlohmann::json>> curves;
   for (const char* name : {"vqgan_repeat_a", "vqgan_repeat_b"}) {
-    const fs::path dir = fs::path(::testing::TempDir()) / name;
-    fs::remove_all(dir);
+    const fs::path dir = ::clipserve::testing::ScratchFile(name);
     TrainOptions o = Tiny(dir);
     o.max_steps = 10;
     o.eval_every = 5;
@@ -99,8 +98,7 @@ TEST(VqganTrainer, TheSeedMakesARunRepeatable) {
 }
 
 TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {
-  const fs::path dir = fs::path(::testing::TempDir()) / "vqgan_resume";
-  fs::remove_all(dir);
+  const fs::path dir = ::clipserve::testing::ScratchFile("vqgan_resume");
   TrainOptions o = Tiny(dir);
   o.max_steps = 20;
   ASSERT_THAT(Train(o), IsOk());
@@ -120,7 +118,7 @@ TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {
 }
 
 TEST(VqganTrainer, RefusesEvaluationSeeds) {
-  TrainOptions o = Tiny(fs::path(::testing::TempDir()) / "vqgan_bad_seed");
+  TrainOptions o = Tiny(::clipserve::testing::ScratchFile("vqgan_bad_seed"));
   o.seed = 2'000'000;
   EXPECT_THAT(Train(o), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
 }

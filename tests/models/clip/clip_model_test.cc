@@ -11,6 +11,7 @@
 #include "server/common/file_util.h"
 #include "server/models/tensor_io.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/tensor_testing.h"
 
@@ -101,8 +102,7 @@ TEST_P(ClipParityTest, BFloat16WeightsStayClose) {
 }
 
 TEST_P(ClipParityTest, SaveThenLoadRoundTrips) {
-  // One directory per variant: ctest runs the two at the same time.
-  const fs::path dir = fs::path(::testing::TempDir()) / (GetParam() ? "clip_roundtrip_packed" : "clip_roundtrip_blas");
+  const fs::path dir = ::clipserve::testing::ScratchFile(GetParam() ? "roundtrip_packed" : "roundtrip_blas");
   ASSERT_THAT(model_->Save(dir), IsOk());
   auto again = ClipModel::Load({.dir = dir, .prepack_cpu_weights = GetParam()});
   ASSERT_THAT(again, IsOk());
@@ -136,9 +136,7 @@ class ClipLoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    dir_ = fs::path(::testing::TempDir()) / ("clip_loader_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = ::clipserve::testing::ScratchDir("loader");
     fs::copy_file(FixtureDir() / "clip" / "config.json", dir_ / "config.json");
     auto weights = LoadTensors(FixtureDir() / "clip" / "model.safetensors");
     ASSERT_THAT(weights, IsOk());

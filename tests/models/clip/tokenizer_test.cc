@@ -1,7 +1,5 @@
 #include "server/models/clip/tokenizer.h"
 
-#include <unistd.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "server/common/file_util.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::clip {
@@ -35,13 +34,7 @@ constexpr size_t kNoHeap = std::numeric_limits<size_t>::max();
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
 
-std::filesystem::path MakeTempDir(const std::string& name) {
-  const std::filesystem::path dir =
-      std::filesystem::path(::testing::TempDir()) / ("clipserve_tokenizer_" + name + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir;
-}
+std::filesystem::path MakeTempDir(const std::string& name) { return ::clipserve::testing::ScratchDir(name); }
 
 void WriteFile(const std::filesystem::path& path, const std::string& contents) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

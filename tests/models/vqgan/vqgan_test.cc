@@ -22,6 +22,7 @@
 #include "server/models/tensor_io.h"
 #include "server/models/vqgan/config.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::vqgan {
@@ -65,9 +66,7 @@ struct ModelCopy {
   }
 
   std::filesystem::path Write(const std::string& name) const {
-    const auto dir = std::filesystem::path(::testing::TempDir()) / ("vqgan_test_" + name);
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    const auto dir = ::clipserve::testing::ScratchDir(name);
     std::ofstream(dir / "config.json") << config.dump(2);
     std::vector<std::pair<std::string, at::Tensor>> list(tensors.begin(), tensors.end());
     EXPECT_THAT(SaveTensors(dir / "model.safetensors", list), IsOk());
@@ -324,8 +323,7 @@ TEST(VqganConfigTest, ValidateRejectsUnbuildableArchitectures) {
 TEST(VqganLoadTest, SkipsLossKeysAndRoundTripsThroughSave) {
   CLIPSERVE_REQUIRE_FIXTURES();
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(auto model, LoadFrom(ModelDir()));
-  const auto dir = std::filesystem::path(::testing::TempDir()) / "vqgan_test_saved";
-  std::filesystem::remove_all(dir);
+  const auto dir = ::clipserve::testing::ScratchFile("saved");
   ASSERT_THAT(model->Save(dir), IsOk());
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(auto saved, LoadTensors(dir / "model.safetensors"));
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(auto original, LoadTensors(ModelDir() / "model.safetensors"));
@@ -348,8 +346,7 @@ TEST(VqganLoadTest, CreateSaveLoadReproducesOutputs) {
   VqganModel::Options options;
   options.config = OtherConfigs()[0];
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(auto model, VqganModel::Create(options));
-  const auto dir = std::filesystem::path(::testing::TempDir()) / "vqgan_test_created";
-  std::filesystem::remove_all(dir);
+  const auto dir = ::clipserve::testing::ScratchFile("created");
   ASSERT_THAT(model->Save(dir), IsOk());
   CLIPSERVE_ASSERT_OK_AND_ASSIGN(auto loaded, LoadFrom(dir));
   const at::Tensor codes = at::randint(options.config.n_embed, {1, 2, 2}, at::TensorOptions().dtype(at::kLong));

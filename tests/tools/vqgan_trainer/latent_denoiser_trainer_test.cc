@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::vqgan_trainer {
@@ -90,7 +91,7 @@ TEST(LatentDenoiserTrainer, LearnsAndWritesALoadableDenoiser) {
   auto vq = vqgan::VqganModel::Create(vo);
   ASSERT_THAT(vq, IsOk());
   DenoiserTrainOptions o;
-  o.out = fs::path(::testing::TempDir()) / "latent_denoiser_train.safetensors";
+  o.out = ::clipserve::testing::ScratchFile("latent_denoiser_train.safetensors");
   o.config.width = 16;
   o.config.dilations = {1, 2};
   o.count = 64;
