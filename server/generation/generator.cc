@@ -52,9 +52,9 @@ at::Tensor ResizeSquare(const at::Tensor& x, int64_t s) {
   return at::upsample_bilinear2d(x, {s, s}, /*align_corners=*/false);
 }
 
-// The CLIP embeddings of pixels in [0, 1] that already have CLIP's input size.
-at::Tensor EmbedPixels(const GenerationModels& m, const at::Tensor& pixels) {
-  return m.clip->model->EncodeImage(ClipNormalize(pixels, m.clip->preprocess));
+// A CLIP's embeddings of [N, 3, S, S] pixels in [0, 1] (resized to its input size where S is not).
+at::Tensor EmbedPixels(const clip::ClipBundle& clip, const at::Tensor& pixels) {
+  return clip.model->EncodeImage(ClipNormalize(ResizeSquare(pixels, clip.image_size()), clip.preprocess));
 }
 
 std::string Quoted(const std::string& text) {
@@ -86,15 +86,31 @@ absl::Status CheckTermWeight(const char* field, float weight, const TermNeeds& n
 
 at::Tensor ClampWithGrad(const at::Tensor& x, double lo, double hi) { return ClampWithGradFunction::apply(x, lo, hi); }
 
+absl::StatusOr<LatentPriors> LatentPriors::Load(const std::filesystem::path& vqgan_dir, at::Device device) {
+  LatentPriors priors;
+  if (std::filesystem::exists(vqgan_dir / LayoutPrior::kFileName)) {
+    CLIPSERVE_ASSIGN_OR_RETURN(priors.layout, LayoutPrior::Load(vqgan_dir / LayoutPrior::kFileName, device));
+  }
+  if (std::filesystem::exists(vqgan_dir / LatentDenoiser::kFileName)) {
+    CLIPSERVE_ASSIGN_OR_RETURN(priors.denoiser, LatentDenoiser::Load(vqgan_dir / LatentDenoiser::kFileName, device));
+  }
+  return priors;
+}
+
 absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
                                                           std::shared_ptr<const clip::ClipBundle> clip,
-                                                          LatentPriors priors) {
+                                                          LatentPriors priors,
+                                                          std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips) {
   if (vqgan == nullptr || clip == nullptr || clip->model == nullptr) {
     return absl::InvalidArgumentError("generation needs a VQGAN and a CLIP model");
   }
-  if (vqgan->device() != clip->model->device()) {
-    return absl::InvalidArgumentError(absl::StrCat("the VQGAN is on ", vqgan->device().str(), " and the CLIP on ",
-                                                   clip->model->device().str(), "; generation needs one device"));
+  for (size_t i = 0; i <= more_clips.size(); ++i) {
+    const clip::ClipBundle* c = i == 0 ? clip.get() : more_clips[i - 1].get();
+    if (c == nullptr || c->model == nullptr) return absl::InvalidArgumentError("more_clips: a CLIP model is missing");
+    if (vqgan->device() != c->model->device()) {
+      return absl::InvalidArgumentError(absl::StrCat("the VQGAN is on ", vqgan->device().str(), " and a CLIP on ",
+                                                     c->model->device().str(), "; generation needs one device"));
+    }
   }
   const int64_t n_embed = vqgan->config().n_embed;
   if (priors.layout != nullptr && priors.layout->n_embed() != n_embed) {
@@ -111,25 +127,33 @@ absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const 
   // Only the latent is optimised: no parameter gradients (which would also race between concurrent jobs).
   for (auto& p : vqgan->module().parameters()) p.set_requires_grad(false);
   for (auto& p : clip->model->parameters()) p.set_requires_grad(false);
-  return GenerationModels{std::move(vqgan), std::move(clip), std::move(priors)};
+  for (auto& c : more_clips) {
+    for (auto& p : c->model->parameters()) p.set_requires_grad(false);
+  }
+  return GenerationModels{std::move(vqgan), std::move(clip), std::move(priors), std::move(more_clips)};
+}
+
+std::vector<const clip::ClipBundle*> GenerationModels::SteeringClips() const {
+  std::vector<const clip::ClipBundle*> all = {clip.get()};
+  for (const auto& c : more_clips) all.push_back(c.get());
+  return all;
 }
 
 absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::path& clip_dir,
-                                                        const std::filesystem::path& vqgan_dir, at::Device device) {
+                                                        const std::filesystem::path& vqgan_dir, at::Device device,
+                                                        const std::vector<std::filesystem::path>& more_clip_dirs) {
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<clip::ClipBundle> clip,
                              clip::ClipBundle::Load({.dir = clip_dir, .device = device}));
   vqgan::VqganModel::Options vo;
   vo.model_dir = vqgan_dir;
   vo.device = device;
   CLIPSERVE_ASSIGN_OR_RETURN(std::unique_ptr<vqgan::VqganModel> vq, vqgan::VqganModel::Load(vo));
-  LatentPriors priors;
-  if (std::filesystem::exists(vqgan_dir / LayoutPrior::kFileName)) {
-    CLIPSERVE_ASSIGN_OR_RETURN(priors.layout, LayoutPrior::Load(vqgan_dir / LayoutPrior::kFileName, device));
+  CLIPSERVE_ASSIGN_OR_RETURN(LatentPriors priors, LatentPriors::Load(vqgan_dir, device));
+  std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips;
+  for (const std::filesystem::path& dir : more_clip_dirs) {
+    CLIPSERVE_ASSIGN_OR_RETURN(more_clips.emplace_back(), clip::ClipBundle::Load({.dir = dir, .device = device}));
   }
-  if (std::filesystem::exists(vqgan_dir / LatentDenoiser::kFileName)) {
-    CLIPSERVE_ASSIGN_OR_RETURN(priors.denoiser, LatentDenoiser::Load(vqgan_dir / LatentDenoiser::kFileName, device));
-  }
-  return Create(std::move(vq), std::move(clip), std::move(priors));
+  return Create(std::move(vq), std::move(clip), std::move(priors), std::move(more_clips));
 }
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
@@ -172,17 +196,21 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
     return absl::InvalidArgumentError(absl::StrCat("init_image: expected [3, ", options.height, ", ", options.width,
                                                    "] (the output size)"));
   }
-  // Token ids of the text prompts; a text too long for the CLIP is the caller's error.
-  const clip::Tokenizer& tok = *models.clip->tokenizer;
-  const int64_t context = tok.context_length();
-  at::Tensor ids = at::zeros({static_cast<int64_t>(options.prompts.size()), context}, at::kLong);
-  for (size_t i = 0; i < options.prompts.size(); ++i) {
-    const absl::Status s =
-        tok.EncodePadded(options.prompts[i].text, clip::Truncation::kReject,
-                         absl::MakeSpan(ids.data_ptr<int64_t>() + i * context, context), nullptr);
-    if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt ", i + 1, " ", Quoted(options.prompts[i].text), ": ", s.message()));
+  // Token ids of the text prompts for each steering CLIP; a text too long for a CLIP is the caller's error.
+  const std::vector<const clip::ClipBundle*> clips = models.SteeringClips();
+  std::vector<at::Tensor> ids;
+  for (const clip::ClipBundle* c : clips) {
+    const clip::Tokenizer& tok = *c->tokenizer;
+    const int64_t context = tok.context_length();
+    ids.push_back(at::zeros({static_cast<int64_t>(options.prompts.size()), context}, at::kLong));
+    for (size_t i = 0; i < options.prompts.size(); ++i) {
+      const absl::Status s =
+          tok.EncodePadded(options.prompts[i].text, clip::Truncation::kReject,
+                           absl::MakeSpan(ids.back().data_ptr<int64_t>() + i * context, context), nullptr);
+      if (!s.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt ", i + 1, " ", Quoted(options.prompts[i].text), ": ", s.message()));
+      }
     }
   }
 
@@ -210,18 +238,24 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
     job->adam_ = std::make_unique<torch::optim::Adam>(std::vector<at::Tensor>{job->z_},
                                                        torch::optim::AdamOptions(o.learning_rate));
 
-    const at::Tensor text = Normalized(models.clip->model->EncodeText(ids.to(device))).to(at::kFloat);
-    at::Tensor positive_sum = at::zeros({text.size(1)}, text.options());
+    std::vector<at::Tensor> texts;  // [prompts, D] per steering CLIP
+    for (size_t c = 0; c < clips.size(); ++c) {
+      texts.push_back(Normalized(clips[c]->model->EncodeText(ids[c].to(device))).to(at::kFloat));
+    }
+    at::Tensor positive_sum = at::zeros({texts[0].size(1)}, texts[0].options());
     for (size_t i = 0; i < o.prompts.size(); ++i) {
-      job->targets_.push_back({text[i].unsqueeze(0), o.prompts[i].weight, o.prompts[i].stop});
-      if (o.prompts[i].weight > 0) positive_sum += text[i];
+      Target t{.weight = o.prompts[i].weight, .stop = o.prompts[i].stop};
+      for (const at::Tensor& text : texts) t.embeddings.push_back(text[static_cast<int64_t>(i)].unsqueeze(0));
+      job->targets_.push_back(std::move(t));
+      if (o.prompts[i].weight > 0) positive_sum += texts[0][static_cast<int64_t>(i)];
     }
     for (const ImagePrompt& p : o.image_prompts) {
       const at::Tensor img = p.image.unsqueeze(0).to(device, at::kFloat).clamp(0, 1);
       const at::Tensor cuts = MakeCutouts(img, o.cutouts, job->generator_);
-      const at::Tensor e = Normalized(EmbedPixels(models, cuts)).to(at::kFloat);
-      job->targets_.push_back({e, p.weight, p.stop});
-      if (p.weight > 0 && o.prompts.empty()) positive_sum += Normalized(e.mean(0));
+      Target t{.weight = p.weight, .stop = p.stop};
+      for (const clip::ClipBundle* c : clips) t.embeddings.push_back(Normalized(EmbedPixels(*c, cuts)).to(at::kFloat));
+      if (p.weight > 0 && o.prompts.empty()) positive_sum += Normalized(t.embeddings[0].mean(0));
+      job->targets_.push_back(std::move(t));
     }
     job->positive_text_ = Normalized(positive_sum);
     return absl::OkStatus();
@@ -256,7 +290,7 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
   std::vector<StepStats> stats(jobs.size());
   CLIPSERVE_RETURN_IF_ERROR(CatchTorchErrors("a generation step", [&]() -> absl::Status {
     vqgan::VqModel& vq = models.vqgan->module();
-    const int64_t clip_size = models.clip->image_size();
+    const std::vector<const clip::ClipBundle*> clips = models.SteeringClips();
     for (const auto& [shape, members] : groups) {
       std::vector<at::Tensor> zs;
       for (size_t i : members) zs.push_back(jobs[i]->z_);
@@ -271,7 +305,9 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         cuts.push_back(MakeCutouts(x.narrow(0, static_cast<int64_t>(k), 1), job.options_.cutouts, job.generator_));
         counts.push_back(cuts.back().size(0));
       }
-      const at::Tensor embeddings = EmbedPixels(models, at::cat(cuts, 0)).to(at::kFloat);
+      const at::Tensor all_cuts = at::cat(cuts, 0);
+      std::vector<at::Tensor> embeddings;  // per steering CLIP
+      for (const clip::ClipBundle* c : clips) embeddings.push_back(EmbedPixels(*c, all_cuts).to(at::kFloat));
       at::Tensor layout_energy;  // [members], when a member asks for it
       at::Tensor denoised;       // [members, C, h, w], when a member asks for it
       for (size_t i : members) {
@@ -286,7 +322,7 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
       at::Tensor similarity;
       {
         at::NoGradGuard no_grad;
-        const at::Tensor whole = Normalized(EmbedPixels(models, ResizeSquare(x.detach(), clip_size)).to(at::kFloat));
+        const at::Tensor whole = Normalized(EmbedPixels(*models.clip, x.detach()).to(at::kFloat));
         std::vector<at::Tensor> positives;
         for (size_t i : members) positives.push_back(jobs[i]->positive_text_);
         similarity = (whole * at::stack(positives, 0)).sum(-1).to(at::kCPU);
@@ -296,14 +332,17 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
       int64_t offset = 0;
       for (size_t k = 0; k < members.size(); ++k) {
         Job& job = *jobs[members[k]];
-        const at::Tensor e = embeddings.narrow(0, offset, counts[k]);
-        offset += counts[k];
-        at::Tensor loss = at::zeros({}, e.options());
-        for (const Job::Target& t : job.targets_) {
-          at::Tensor sum = at::zeros({}, e.options());
-          for (int64_t r = 0; r < t.embeddings.size(0); ++r) sum = sum + PromptLoss(e, t.embeddings[r], t.weight, t.stop);
-          loss = loss + sum / static_cast<double>(t.embeddings.size(0));
+        at::Tensor loss = at::zeros({}, embeddings[0].options());
+        for (size_t c = 0; c < clips.size(); ++c) {
+          const at::Tensor e = embeddings[c].narrow(0, offset, counts[k]);
+          for (const Job::Target& t : job.targets_) {
+            const at::Tensor& rows = t.embeddings[c];
+            at::Tensor sum = at::zeros({}, e.options());
+            for (int64_t r = 0; r < rows.size(0); ++r) sum = sum + PromptLoss(e, rows[r], t.weight, t.stop);
+            loss = loss + sum / static_cast<double>(rows.size(0) * static_cast<int64_t>(clips.size()));
+          }
         }
+        offset += counts[k];
         if (job.options_.init_weight > 0) {
           loss = loss + (job.z_ - job.z_init_).pow(2).mean() * (job.options_.init_weight / 2.0);
         }

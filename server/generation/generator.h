@@ -40,24 +40,38 @@ namespace clipserve::generation {
 struct LatentPriors {
   std::shared_ptr<const LayoutPrior> layout;        // null: jobs cannot ask for layout_prior_weight
   std::shared_ptr<const LatentDenoiser> denoiser;  // null: jobs cannot ask for denoiser_weight
+
+  // The priors a VQGAN directory has (LayoutPrior::kFileName, LatentDenoiser::kFileName), on `device`; a prior
+  // whose file is not there stays null. An error for a file that is there and does not load.
+  static absl::StatusOr<LatentPriors> Load(const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU);
 };
 
 // The two models a generation runs on, on one device, and the VQGAN's priors. Create() freezes their
 // parameters (generation needs gradients only for the latent).
 struct GenerationModels {
   std::shared_ptr<const vqgan::VqganModel> vqgan;
-  std::shared_ptr<const clip::ClipBundle> clip;
+  std::shared_ptr<const clip::ClipBundle> clip;  // steers; its cutout size, and StepStats::similarity
   LatentPriors priors;
+  // More CLIPs that steer beside `clip` (an ensemble, as pixray's list of CLIP models): each embeds the same
+  // cutouts (resized to its own input size) and the prompts (through its own tokenizer and text encoder), and
+  // the prompts' loss is the mean over all the steering CLIPs. A picture that fools one CLIP into seeing the
+  // prompt rarely fools another trained differently. Empty: `clip` alone (the reference).
+  std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips;
 
-  // INVALID_ARGUMENT when either model is missing, they sit on different devices, or a prior's codes are not
-  // the VQGAN's.
+  // INVALID_ARGUMENT when a model is missing, they sit on different devices, or a prior's codes are not the
+  // VQGAN's.
   static absl::StatusOr<GenerationModels> Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
                                                  std::shared_ptr<const clip::ClipBundle> clip,
-                                                 LatentPriors priors = {});
-  // Loads a CLIP directory and a VQGAN directory (float32, on `device`), and the VQGAN directory's priors
-  // (LayoutPrior::kFileName, LatentDenoiser::kFileName) where it has them, and calls Create.
+                                                 LatentPriors priors = {},
+                                                 std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips = {});
+  // Loads a CLIP directory and a VQGAN directory (float32, on `device`), the VQGAN directory's priors
+  // (LatentPriors::Load), and the CLIP directories of `more_clip_dirs`, and calls Create.
   static absl::StatusOr<GenerationModels> Load(const std::filesystem::path& clip_dir,
-                                               const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU);
+                                               const std::filesystem::path& vqgan_dir, at::Device device = at::kCPU,
+                                               const std::vector<std::filesystem::path>& more_clip_dirs = {});
+
+  // `clip` followed by `more_clips`.
+  std::vector<const clip::ClipBundle*> SteeringClips() const;
 };
 
 // An image prompt: a picture the result should look like (or, with a negative weight, unlike).
@@ -126,10 +140,10 @@ class Job {
 
   explicit Job(JobOptions options) : options_(std::move(options)) {}
 
-  // A prompt's target embeddings, normalised: one row for a text, one per cutout for an image prompt (the loss
-  // is the mean over rows, as the reference does).
+  // A prompt's target embeddings, normalised, one tensor per steering CLIP (GenerationModels::SteeringClips): one
+  // row for a text, one per cutout for an image prompt (the loss is the mean over rows, as the reference does).
   struct Target {
-    at::Tensor embeddings;  // [M, D]
+    std::vector<at::Tensor> embeddings;  // [M, D] each
     float weight = 1;
     float stop = 0;
   };

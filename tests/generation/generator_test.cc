@@ -3,8 +3,7 @@
 // images, the smoothness and layout-prior terms, and ClampWithGrad's gradient.
 #include "server/generation/generator.h"
 
-#include <unistd.h>
-
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -15,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::generation {
@@ -190,8 +190,7 @@ TEST_F(GeneratorTest, TheDenoiserAddsItsWeightedDistanceToTheLoss) {
 
 TEST_F(GeneratorTest, ModelsTakeTheLayoutPriorFromTheVqgansDirectoryAndCheckIt) {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::path(::testing::TempDir()) / ("clipserve_generator_vqgan_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const fs::path dir = ::clipserve::testing::ScratchDir("vqgan");
   for (const char* name : {"config.json", "model.safetensors"}) {
     fs::copy_file(FixtureDir() / "vqgan" / name, dir / name, fs::copy_options::overwrite_existing);
   }
@@ -301,6 +300,99 @@ TEST_F(GeneratorTest, AnInitImageStartsFromItsReconstruction) {
   ASSERT_THAT(recon, IsOk());
   const at::Tensor want = (*recon)[0].add(1).div(2).clamp(0, 1);
   EXPECT_LT((*start - want).abs().max().item<float>(), 1e-5);
+}
+
+// An ensemble's prompt loss is the mean over its CLIPs: the same CLIP twice steers exactly as it does alone.
+TEST_F(GeneratorTest, AnEnsembleOfOneClipTwiceStepsAsThatClipAlone) {
+  auto twice = GenerationModels::Create(models_.vqgan, models_.clip, {}, {models_.clip});
+  ASSERT_THAT(twice, IsOk());
+  EXPECT_EQ(twice->SteeringClips().size(), 2u);
+  JobOptions o = Options("a red circle | a blue background:-0.5", 6);
+  auto alone = MakeJob(o);
+  auto job = Job::Create(*twice, o);
+  ASSERT_THAT(job, IsOk());
+  const auto expected = RunAlone(alone.get(), 3);
+  ASSERT_EQ(expected.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    auto s = Step(*twice, {job->get()});
+    ASSERT_THAT(s, IsOk());
+    EXPECT_NEAR((*s)[0].loss, expected[i].loss, 1e-5 * std::max(1.0f, std::abs(expected[i].loss)));
+    EXPECT_LT(((*s)[0].image - expected[i].image).abs().max().item<float>(), 1e-4) << "step " << i + 1;
+  }
+}
+
+// A second, different CLIP (the fixture's with its weights perturbed) scores the same cutouts: the run changes,
+// its loss is the mean of the two CLIPs' losses, the reported similarity stays the first CLIP's, and a job's run
+// still does not depend on its batchmates.
+TEST_F(GeneratorTest, AnEnsembleAveragesItsClipsLossesOverTheSameCutouts) {
+  auto loaded = clip::ClipBundle::Load({.dir = FixtureDir() / "clip"});
+  ASSERT_THAT(loaded, IsOk());
+  {
+    at::NoGradGuard no_grad;
+    const at::Generator gen = at::detail::createCPUGenerator(12);
+    for (at::Tensor p : (*loaded)->model->parameters()) p.mul_(1 + 0.2 * at::randn(p.sizes(), gen, p.options()));
+  }
+  std::shared_ptr<const clip::ClipBundle> second = std::move(loaded).value();
+  auto only_second = GenerationModels::Create(models_.vqgan, second);
+  auto both = GenerationModels::Create(models_.vqgan, models_.clip, {}, {second});
+  ASSERT_THAT(only_second, IsOk());
+  ASSERT_THAT(both, IsOk());
+
+  std::vector<StepStats> first_step;
+  for (const GenerationModels* m : {&models_, &*only_second, &*both}) {
+    auto job = Job::Create(*m, Options("a red circle", 5));
+    ASSERT_THAT(job, IsOk());
+    auto s = Step(*m, {job->get()});
+    ASSERT_THAT(s, IsOk());
+    first_step.push_back((*s)[0]);
+  }
+  EXPECT_GT(std::abs(first_step[0].loss - first_step[1].loss), 1e-3);
+  EXPECT_NEAR(first_step[2].loss, (first_step[0].loss + first_step[1].loss) / 2, 1e-5);
+  EXPECT_EQ(first_step[2].similarity, first_step[0].similarity);
+  EXPECT_TRUE(at::equal(first_step[2].image, first_step[0].image));  // step 1 scores the start picture
+
+  auto alone = Job::Create(*both, Options("a red circle", 3));
+  auto job = Job::Create(*both, Options("a red circle", 3));
+  auto batchmate = Job::Create(*both, Options("a blue star", 8, /*size=*/48));
+  ASSERT_THAT(alone, IsOk());
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(batchmate, IsOk());
+  for (int i = 0; i < 2; ++i) {
+    auto expected = Step(*both, {alone->get()});
+    auto s = Step(*both, {batchmate->get(), job->get()});
+    ASSERT_THAT(expected, IsOk());
+    ASSERT_THAT(s, IsOk());
+    EXPECT_NEAR((*s)[1].loss, (*expected)[0].loss, 1e-4 * std::max(1.0f, std::abs((*expected)[0].loss)));
+    EXPECT_LT(((*s)[1].image - (*expected)[0].image).abs().max().item<float>(), 1e-3) << "step " << i + 1;
+  }
+  EXPECT_THAT(GenerationModels::Create(models_.vqgan, models_.clip, {}, {nullptr}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more_clips")));
+}
+
+// A CLIP of another input size and tokenizer (the shipped 64-px one beside the fixture's 224-px one) takes the
+// cutouts resized to its size and the prompts through its own tokenizer; a prompt too long for one of the
+// tokenizers is the request's error.
+TEST_F(GeneratorTest, AnEnsembleTakesClipsOfOtherSizesAndTokenizers) {
+  auto shipped = GenerationModels::Load(FixtureDir() / "clip", FixtureDir() / "vqgan", at::kCPU,
+                                        {std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models/shapes-world/clip"});
+  ASSERT_THAT(shipped, IsOk());
+  ASSERT_EQ(shipped->more_clips.size(), 1u);
+  ASSERT_NE(shipped->more_clips[0]->image_size(), models_.clip->image_size());
+  auto job = Job::Create(*shipped, Options("a red circle", 2));
+  ASSERT_THAT(job, IsOk());
+  for (int i = 0; i < 2; ++i) {
+    auto s = Step(*shipped, {job->get()});
+    ASSERT_THAT(s, IsOk());
+    EXPECT_TRUE(std::isfinite((*s)[0].loss));
+  }
+  const int64_t context = shipped->more_clips[0]->tokenizer->context_length();
+  ASSERT_LT(context, models_.clip->tokenizer->context_length());
+  std::string long_prompt = "a";
+  for (int64_t i = 0; i < context; ++i) long_prompt += " red";
+  JobOptions o = Options("a red circle", 1);
+  o.prompts[0].text = long_prompt;
+  EXPECT_THAT(Job::Create(models_, o), IsOk());
+  EXPECT_THAT(Job::Create(*shipped, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("prompt 1")));
 }
 
 TEST(ClampWithGradTest, PassesOnlyGradientsThatPullBackIntoRange) {

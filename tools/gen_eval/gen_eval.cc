@@ -80,7 +80,8 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("contrast_shapes must be in [0, 100], got ", o.contrast_shapes));
   }
   CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
-                             generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan"));
+                             generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan", at::kCPU,
+                                                                o.more_clips));
   struct Pending {
     Run run;
     const Prompt* prompt;

@@ -31,6 +31,9 @@ std::vector<Prompt> DefaultPrompts();
 
 struct GenEvalOptions {
   std::filesystem::path models;  // with clip/ and vqgan/ (models/shapes-world)
+  // CLIP directories that steer beside models/clip (GenerationModels::more_clips); the judge's CLIP readings
+  // and the similarity are still models/clip's.
+  std::vector<std::filesystem::path> more_clips;
   std::vector<Prompt> prompts = DefaultPrompts();
   int seeds = 8;  // seeds first_seed .. first_seed + seeds - 1 per prompt
   int first_seed = 1;

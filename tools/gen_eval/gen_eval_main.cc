@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -38,6 +40,8 @@ ABSL_FLAG(std::string, extra_prompts, "",
 ABSL_FLAG(std::string, init, "random",
           "start picture: random (codes), grey, white, black, or scene (the world's picture of the prompt: a "
           "diagnostic of whether the CLIP keeps a true picture)");
+ABSL_FLAG(std::vector<std::string>, more_clips, {},
+          "comma-separated CLIP directories that steer beside DIR/clip (an ensemble; GenerationModels::more_clips)");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
 int main(int argc, char** argv) {
@@ -61,6 +65,7 @@ int main(int argc, char** argv) {
   o.extra_prompts = absl::GetFlag(FLAGS_extra_prompts);
   o.batch_jobs = absl::GetFlag(FLAGS_batch_jobs);
   o.out_dir = absl::GetFlag(FLAGS_out);
+  for (const std::string& dir : absl::GetFlag(FLAGS_more_clips)) o.more_clips.emplace_back(dir);
   const std::string init = absl::GetFlag(FLAGS_init);
   if (init == "grey") {
     o.init_rgb = {0.5f, 0.5f, 0.5f};

@@ -718,11 +718,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   std::unique_ptr<GenerationNegatives> negatives;
   if (o.generation_negatives.chains > 0) {
     // The chains' CLIP starts as a copy of the directory the weights came from; Refresh keeps it current.
-    generation::LatentPriors priors;
-    if (o.generation_negatives.denoiser_weight > 0) {
-      CLIPSERVE_ASSIGN_OR_RETURN(priors.denoiser, generation::LatentDenoiser::Load(
-                                                      o.generation_vqgan_dir / generation::LatentDenoiser::kFileName));
-    }
+    CLIPSERVE_ASSIGN_OR_RETURN(generation::LatentPriors priors, generation::LatentPriors::Load(o.generation_vqgan_dir));
     CLIPSERVE_ASSIGN_OR_RETURN(negatives, GenerationNegatives::Create(o.generation_negatives,
                                                                       resume ? o.out_dir : o.init_from,
                                                                       generation_vqgan, o.seed, std::move(priors)));
