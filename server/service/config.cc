@@ -144,6 +144,27 @@ absl::Status FinalizeGeneration(const fs::path& base_dir, const ServerConfig& co
   bool found = false;
   for (const ModelConfig& m : config.models()) found |= m.name() == g->clip_model();
   if (!found) return Bad("generation.clip_model", absl::StrCat("'", g->clip_model(), "' is not a served model"));
+  const auto served = [&config](const std::string& name) -> const ModelConfig* {
+    for (const ModelConfig& m : config.models()) {
+      if (m.name() == name) return &m;
+    }
+    return nullptr;
+  };
+  const std::string& clip_device = served(g->clip_model())->device();
+  for (int i = 0; i < g->more_clip_models_size(); ++i) {
+    const std::string& name = g->more_clip_models(i);
+    const std::string field = absl::StrCat("generation.more_clip_models[", i, "]");
+    const ModelConfig* m = served(name);
+    if (m == nullptr) return Bad(field, absl::StrCat("'", name, "' is not a served model"));
+    if (name == g->clip_model()) return Bad(field, absl::StrCat("'", name, "' is clip_model already"));
+    for (int j = 0; j < i; ++j) {
+      if (g->more_clip_models(j) == name) return Bad(field, absl::StrCat("'", name, "' is listed twice"));
+    }
+    if (m->device() != clip_device) {
+      return Bad(field, absl::StrCat("'", name, "' is on ", m->device(), " and clip_model '", g->clip_model(),
+                                     "' on ", clip_device, "; generation runs on one device"));
+    }
+  }
   if (!g->has_max_active_jobs()) g->set_max_active_jobs(4);
   if (!g->has_max_queued_jobs()) g->set_max_queued_jobs(16);
   if (g->max_active_jobs() < 1 || g->max_active_jobs() > 256) {

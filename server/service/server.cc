@@ -1,6 +1,9 @@
 #include "server/service/server.h"
 
 #include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -8,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/common/metrics.h"
@@ -271,8 +275,17 @@ class Server::Impl {
     if (!vq.ok()) {
       return absl::Status(vq.status().code(), absl::StrCat("generation.vqgan_path: ", vq.status().message()));
     }
-    CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
-                               generation::GenerationModels::Create(std::move(vq).value(), bundle));
+    std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips;
+    for (const std::string& name : g.more_clip_models()) {
+      auto more = set.models.find(name);
+      if (more == set.models.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("generation.more_clip_models: '", name, "' is not loaded"));
+      }
+      more_clips.push_back(more->second->bundle());
+    }
+    CLIPSERVE_ASSIGN_OR_RETURN(
+        generation::GenerationModels models,
+        generation::GenerationModels::Create(std::move(vq).value(), bundle, {}, std::move(more_clips)));
     CLIPSERVE_ASSIGN_OR_RETURN(Scheduler * scheduler, SchedulerFor(clip_config->device()));
     generation::JobManagerOptions o;
     o.models = models;
@@ -297,9 +310,12 @@ class Server::Impl {
                                      .max_text_bytes = static_cast<int>(config_.limits().max_text_bytes()),
                                      .max_image_bytes = static_cast<int64_t>(config_.limits().max_image_bytes()),
                                      .max_image_pixels = static_cast<int64_t>(config_.limits().max_image_pixels())});
-    spdlog::info("generation ready in {:.1f} s: VQGAN {} (factor {}) with CLIP '{}', up to {} jobs at once, {} queued",
+    const std::string more = g.more_clip_models().empty()
+                                 ? ""
+                                 : absl::StrCat(" (an ensemble with '", absl::StrJoin(g.more_clip_models(), "', '"), "')");
+    spdlog::info("generation ready in {:.1f} s: VQGAN {} (factor {}) with CLIP '{}'{}, up to {} jobs at once, {} queued",
                  absl::ToDoubleSeconds(absl::Now() - t0), g.vqgan_path(), models.vqgan->downsample_factor(),
-                 g.clip_model(), g.max_active_jobs(), g.max_queued_jobs());
+                 g.clip_model(), more, g.max_active_jobs(), g.max_queued_jobs());
     return absl::OkStatus();
   }
 

@@ -103,6 +103,16 @@ TEST_F(ConfigTest, InvalidValuesNameTheField) {
        "generation.default_side"},
       {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" step_lane { max_queue_size: 2 max_batch_size: 1 } })",
        "generation.step_lane.max_queue_size"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" more_clip_models: "b" })",
+       "generation.more_clip_models[0]: 'b' is not a served model"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" more_clip_models: "a" })",
+       "generation.more_clip_models[0]: 'a' is clip_model already"},
+      {R"(models { name: "a" path: "m1" } models { name: "b" path: "m2" }
+          generation { vqgan_path: "vq" clip_model: "a" more_clip_models: ["b", "b"] })",
+       "generation.more_clip_models[1]: 'b' is listed twice"},
+      {R"(models { name: "a" path: "m1" } models { name: "b" path: "m2" device: "cuda:0" }
+          generation { vqgan_path: "vq" clip_model: "a" more_clip_models: "b" })",
+       "'b' is on cuda:0 and clip_model 'a' on cpu"},
   };
   for (const auto& [text, message] : cases) {
     EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << text;

@@ -104,6 +104,52 @@ class GenerationServiceTest : public ::testing::Test {
 };
 Server* GenerationServiceTest::server_ = nullptr;
 
+// generation.more_clip_models: a served CLIP of another size and tokenizer (the shipped 64-px one beside the
+// fixture's 224-px one) steers with clip_model: a job runs to its one completed message, and a prompt that only
+// the shipped CLIP's shorter context cannot hold is refused, naming the prompt.
+TEST(GenerationEnsembleTest, MoreClipModelsSteerBesideTheClipModel) {
+  CLIPSERVE_REQUIRE_FIXTURES();
+  auto config = ParseServerConfig(
+      absl::StrCat(R"(
+        listen_address: "127.0.0.1" grpc_port: 0 http_port: 0
+        models { name: "fixture" path: ")",
+                   (FixtureDir() / "clip").string(), R"(" default: true }
+        models { name: "shipped" path: ")",
+                   (std::filesystem::path(CLIPSERVE_SOURCE_DIR) / "models/shapes-world/clip").string(), R"(" }
+        generation { vqgan_path: ")",
+                   (FixtureDir() / "vqgan").string(), R"(" more_clip_models: "shipped" })"),
+      "test", "/");
+  ASSERT_THAT(config, IsOk());
+  std::unique_ptr<Server> server(::clipserve::testing::StartTestServer(config));
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::Generation::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", server->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::GenerateRequest request;
+  request.set_prompt("a red circle");
+  request.set_width(32);
+  request.set_height(32);
+  request.set_steps(2);
+  request.set_cutn(2);
+  grpc::ClientContext ctx;
+  auto reader = stub->Generate(&ctx, request);
+  v1::GenerateResponse m;
+  int completed = 0;
+  while (reader->Read(&m)) completed += m.has_completed() ? 1 : 0;
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(completed, 1);
+
+  std::string long_prompt = "a";
+  for (int i = 0; i < 30; ++i) long_prompt += " red";  // 31 words: over the shipped context of 25, under 77
+  request.set_prompt(long_prompt);
+  grpc::ClientContext ctx2;
+  auto refused = stub->Generate(&ctx2, request);
+  while (refused->Read(&m)) {
+  }
+  const grpc::Status status = refused->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("prompt"));
+}
+
 TEST_F(GenerationServiceTest, StreamsAcceptedThenProgressThenOneCompleted) {
   grpc::ClientContext ctx;
   auto reader = stub_->Generate(&ctx, Request(6, /*frame_every=*/2));
