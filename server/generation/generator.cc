@@ -97,10 +97,9 @@ absl::StatusOr<LatentPriors> LatentPriors::Load(const std::filesystem::path& vqg
   return priors;
 }
 
-absl::StatusOr<GenerationModels> GenerationModels::Create(std::shared_ptr<const vqgan::VqganModel> vqgan,
-                                                          std::shared_ptr<const clip::ClipBundle> clip,
-                                                          LatentPriors priors,
-                                                          std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips) {
+absl::StatusOr<GenerationModels> GenerationModels::Create(
+    std::shared_ptr<const vqgan::VqganModel> vqgan, std::shared_ptr<const clip::ClipBundle> clip, LatentPriors priors,
+    std::vector<std::shared_ptr<const clip::ClipBundle>> more_clips) {
   if (vqgan == nullptr || clip == nullptr || clip->model == nullptr) {
     return absl::InvalidArgumentError("generation needs a VQGAN and a CLIP model");
   }

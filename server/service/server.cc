@@ -310,12 +310,14 @@ class Server::Impl {
                                      .max_text_bytes = static_cast<int>(config_.limits().max_text_bytes()),
                                      .max_image_bytes = static_cast<int64_t>(config_.limits().max_image_bytes()),
                                      .max_image_pixels = static_cast<int64_t>(config_.limits().max_image_pixels())});
-    const std::string more = g.more_clip_models().empty()
-                                 ? ""
-                                 : absl::StrCat(" (an ensemble with '", absl::StrJoin(g.more_clip_models(), "', '"), "')");
-    spdlog::info("generation ready in {:.1f} s: VQGAN {} (factor {}) with CLIP '{}'{}, up to {} jobs at once, {} queued",
-                 absl::ToDoubleSeconds(absl::Now() - t0), g.vqgan_path(), models.vqgan->downsample_factor(),
-                 g.clip_model(), more, g.max_active_jobs(), g.max_queued_jobs());
+    const std::string more =
+        g.more_clip_models().empty()
+            ? ""
+            : absl::StrCat(" (an ensemble with '", absl::StrJoin(g.more_clip_models(), "', '"), "')");
+    spdlog::info(
+        "generation ready in {:.1f} s: VQGAN {} (factor {}) with CLIP '{}'{}, up to {} jobs at once, {} queued",
+        absl::ToDoubleSeconds(absl::Now() - t0), g.vqgan_path(), models.vqgan->downsample_factor(), g.clip_model(),
+        more, g.max_active_jobs(), g.max_queued_jobs());
     return absl::OkStatus();
   }
 
