@@ -141,16 +141,17 @@ absl::Status FinalizeGeneration(const fs::path& base_dir, const ServerConfig& co
       if (m.default_()) g->set_clip_model(m.name());
     }
   }
-  bool found = false;
-  for (const ModelConfig& m : config.models()) found |= m.name() == g->clip_model();
-  if (!found) return Bad("generation.clip_model", absl::StrCat("'", g->clip_model(), "' is not a served model"));
   const auto served = [&config](const std::string& name) -> const ModelConfig* {
     for (const ModelConfig& m : config.models()) {
       if (m.name() == name) return &m;
     }
     return nullptr;
   };
-  const std::string& clip_device = served(g->clip_model())->device();
+  const ModelConfig* clip = served(g->clip_model());
+  if (clip == nullptr) {
+    return Bad("generation.clip_model", absl::StrCat("'", g->clip_model(), "' is not a served model"));
+  }
+  const std::string& clip_device = clip->device();
   for (int i = 0; i < g->more_clip_models_size(); ++i) {
     const std::string& name = g->more_clip_models(i);
     const std::string field = absl::StrCat("generation.more_clip_models[", i, "]");
