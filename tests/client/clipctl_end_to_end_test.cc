@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/client/fakes.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::client {
@@ -55,15 +56,12 @@ class ClipctlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(server_.ok());
-    dir_ = fs::path(::testing::TempDir()) /
-           ("clipctl_e2e_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
+    dir_ = ::clipserve::testing::ScratchDir("e2e");
     fs::create_directories(dir_ / "imgs");
     std::ofstream(dir_ / "imgs" / "a.jpg") << "aaaa";
     std::ofstream(dir_ / "imgs" / "b.png") << "bbbbbbb";
     std::ofstream(dir_ / "texts.json") << R"(["a photo of a cat", "a dog", ""])";
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   Outcome Clipctl(std::vector<std::string> args) {
     args.insert(args.begin(), "--target=" + server_.target());

@@ -28,6 +28,7 @@
 #include "server/common/file_util.h"
 #include "tests/client/fake_generation.h"
 #include "tests/client/fakes.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::client {
@@ -67,13 +68,9 @@ class GenerationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(server_.ok());
-    dir_ = fs::path(::testing::TempDir()) /
-           ("clipctl_gen_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = ::clipserve::testing::ScratchDir("generate");
     std::ofstream(dir_ / "init.png") << "init image bytes";
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   Outcome Clipctl(std::vector<std::string> args) {
     args.insert(args.begin(), "--target=" + server_.target());

@@ -6,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::client {
@@ -19,9 +20,7 @@ using ::testing::HasSubstr;
 class ImagesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ("clipctl_images_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
+    dir_ = ::clipserve::testing::ScratchDir("images");
     fs::create_directories(dir_ / "photos" / "nested");
     Write("photos/b.png", "png-bytes");
     Write("photos/a.JPG", "jpg-bytes");
@@ -31,7 +30,6 @@ class ImagesTest : public ::testing::Test {
     Write("raw.dat", "data");
     Write("empty.jpg", "");
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   void Write(const std::string& rel, const std::string& bytes) { std::ofstream(dir_ / rel, std::ios::binary) << bytes; }
   std::string P(const std::string& rel) const { return (dir_ / rel).string(); }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 
 namespace clipserve::service {
@@ -22,10 +23,10 @@ using ::testing::HasSubstr;
 class ConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // One directory per test: ctest runs the tests of this file as parallel processes, and a shared directory
-    // let one test's SetUp truncate a config.json while another test was reading it.
-    dir_ = fs::path(::testing::TempDir()) /
-           ("config_test_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    // One directory per test process (ScratchDir is per pid): ctest runs the tests of this file as parallel
+    // processes, and a shared directory let one test's SetUp truncate a config.json while another test was
+    // reading it.
+    dir_ = ::clipserve::testing::ScratchDir("config");
     fs::create_directories(dir_ / "m1");
     fs::create_directories(dir_ / "m2");
     std::ofstream(dir_ / "m1" / "config.json") << "{}";

@@ -4,6 +4,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fixtures.h"
+#include "tests/testing/scratch_dir.h"
 #include "tests/testing/status_matchers.h"
 #include "tools/eval/shapes_eval.h"
 
@@ -21,12 +22,9 @@ class ShapesEvalTest : public ::testing::Test {
  protected:
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    // One directory per test: ctest runs these tests as parallel processes.
-    dir_ = fs::path(::testing::TempDir()) /
-           ("eval_models_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::create_directories(dir_);
+    // One directory per test process (ctest runs these tests as parallel processes).
+    dir_ = ::clipserve::testing::ScratchDir("models");
     for (const char* m : {"clip", "vqgan"}) {
-      fs::remove(dir_ / m);
       fs::create_directory_symlink(FixtureDir() / m, dir_ / m);
     }
   }

@@ -1,3 +1,4 @@
+#include "tests/testing/scratch_dir.h"
 #include "tools/train/clip_trainer.h"
 
 #include <cmath>
@@ -54,11 +55,8 @@ ClipTrainerOptions TinyOptions(const fs::path& dir) {
   return o;
 }
 
-fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("train_clip_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  return dir;
-}
+// A path for a run's output directory, which the trainer creates; removed with the process's scratch root.
+fs::path TempDir(const std::string& name) { return ::clipserve::testing::ScratchFile(name); }
 
 std::vector<nlohmann::json> ReadCurve(const fs::path& dir) {
   std::vector<nlohmann::json> rows;
