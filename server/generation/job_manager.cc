@@ -88,11 +88,19 @@ bool Subscription::Push(JobEvent event) {
         queued_ = std::move(event);
         break;
       case JobEvent::Kind::kProgress:
-        if (progress_.has_value()) {
-          ++dropped_;
-          dropped_frame = !progress_->frame.empty();
+        // A frame replaces the older frame and any progress after it; a frameless progress replaces only the
+        // frameless one before it, so the newest frame waits until the reader takes it.
+        if (progress_.has_value()) ++dropped_;
+        if (event.frame.empty()) {
+          progress_ = std::move(event);
+        } else {
+          if (frame_progress_.has_value()) {
+            ++dropped_;
+            dropped_frame = true;
+          }
+          frame_progress_ = std::move(event);
+          progress_.reset();
         }
-        progress_ = std::move(event);
         break;
       case JobEvent::Kind::kCompleted:
       case JobEvent::Kind::kFailed:
@@ -111,10 +119,12 @@ std::optional<JobEvent> Subscription::Next() {
   {
     absl::MutexLock lock(&mu_);
     if (closed_) return std::nullopt;
-    // Queue positions come before any progress, and the terminal event after everything else.
-    std::optional<JobEvent>* slot = queued_.has_value()     ? &queued_
-                                    : progress_.has_value() ? &progress_
-                                                            : &terminal_;
+    // Queue positions come before any progress, the newest frame before the progress after it, and the terminal
+    // event after everything else.
+    std::optional<JobEvent>* slot = queued_.has_value()           ? &queued_
+                                    : frame_progress_.has_value() ? &frame_progress_
+                                    : progress_.has_value()       ? &progress_
+                                                                  : &terminal_;
     if (!slot->has_value()) return std::nullopt;
     out = std::move(**slot);
     slot->reset();
@@ -138,6 +148,7 @@ void Subscription::Close() {
     closed_ = true;
     notify_ = nullptr;
     queued_.reset();
+    frame_progress_.reset();
     progress_.reset();
   }
   if (was_open && on_close_) on_close_();
@@ -374,10 +385,9 @@ absl::StatusOr<std::shared_ptr<Subscription>> JobManager::Watch(const std::strin
   absl::MutexLock lock(&record->watch_mu);
   record->watchers.push_back(subscription);
   if (record->last_queued && !record->last_progress) subscription->Push(*record->last_queued);
-  // The latest frame first (a newer progress event without a frame would replace it in the mailbox).
-  if (record->last_frame) {
-    subscription->Push(*record->last_frame);
-  } else if (record->last_progress) {
+  // The latest frame first, then the progress after it.
+  if (record->last_frame) subscription->Push(*record->last_frame);
+  if (record->last_progress && (!record->last_frame || record->last_progress->step > record->last_frame->step)) {
     subscription->Push(*record->last_progress);
   }
   if (record->terminal) subscription->Push(*record->terminal);

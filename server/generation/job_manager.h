@@ -104,8 +104,9 @@ class GenerationObserver {
 // Thread-safe; nothing here blocks beyond a short critical section.
 class Subscription {
  public:
-  // The next event to deliver, oldest first, or nullopt when there is none now. Of the non-terminal events
-  // only the newest of each kind waits here; older ones are replaced (and counted as dropped).
+  // The next event to deliver, oldest first, or nullopt when there is none now. Of the non-terminal events only
+  // the newest queue position, the newest progress with a frame and the newest progress after that one wait
+  // here; older ones are replaced (and counted as dropped).
   std::optional<JobEvent> Next();
   // Called (on the pushing thread, outside the manager's locks) whenever an event arrives; the watcher then
   // calls Next(). Set it before the first event can matter; may be called again to replace it.
@@ -130,7 +131,8 @@ class Subscription {
   mutable absl::Mutex mu_;
   std::function<void()> notify_ ABSL_GUARDED_BY(mu_);
   std::optional<JobEvent> queued_ ABSL_GUARDED_BY(mu_);    // newest queue position
-  std::optional<JobEvent> progress_ ABSL_GUARDED_BY(mu_);  // newest progress
+  std::optional<JobEvent> frame_progress_ ABSL_GUARDED_BY(mu_);  // newest progress that carries a frame
+  std::optional<JobEvent> progress_ ABSL_GUARDED_BY(mu_);        // newest frameless progress after it
   std::optional<JobEvent> terminal_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   int64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;

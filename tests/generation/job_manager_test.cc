@@ -266,15 +266,20 @@ TEST_F(JobManagerTest, ClosingEveryWatcherCancelsUnlessDetached) {
   for (const JobSummary& s : manager_->List()) {
     EXPECT_EQ(s.state, s.job_id == attached->job_id ? JobState::kCancelled : JobState::kCompleted) << s.job_id;
   }
-  // A finished job can still be watched: its latest frame, then the terminal event.
+  // A finished job can still be watched: its latest frame (step 5), the last step's progress, then the
+  // terminal event.
   auto late = manager_->Watch(detached->job_id);
   ASSERT_THAT(late, IsOk());
   Reader late_reader(*late);
   const auto replay = late_reader.ReadAll();
-  ASSERT_EQ(replay.size(), 2u);
+  ASSERT_EQ(replay.size(), 3u);
   EXPECT_EQ(replay[0].kind, JobEvent::Kind::kProgress);
+  EXPECT_EQ(replay[0].step, 5);
   EXPECT_FALSE(replay[0].frame.empty());
-  EXPECT_EQ(replay[1].kind, JobEvent::Kind::kCompleted);
+  EXPECT_EQ(replay[1].kind, JobEvent::Kind::kProgress);
+  EXPECT_EQ(replay[1].step, 6);
+  EXPECT_TRUE(replay[1].frame.empty());
+  EXPECT_EQ(replay[2].kind, JobEvent::Kind::kCompleted);
 }
 
 TEST_F(JobManagerTest, ConcurrentJobsSharePassesAndASlowReaderBlocksNobody) {
@@ -295,6 +300,45 @@ TEST_F(JobManagerTest, ConcurrentJobsSharePassesAndASlowReaderBlocksNobody) {
   ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events.back().kind, JobEvent::Kind::kCompleted);
   EXPECT_GT(rs.sub().dropped(), 0);
+}
+
+// A reader that falls behind must still get the newest frame: a frameless progress after it replaces older
+// progress, not the frame. (The step after a frame replaced it, so a client whose writes took a little longer
+// than a step saw progress messages but never a frame.)
+TEST_F(JobManagerTest, AReaderThatFellBehindStillGetsTheNewestFrame) {
+  Start(1, 0);
+  // A frame with step 4; steps 5 and 6 without one (the last step's progress never has a frame: the completed
+  // message carries the final image).
+  auto job = manager_->Submit(Request(6, 1, /*frame_every=*/4));
+  ASSERT_THAT(job, IsOk());
+  for (int i = 0; i < 1200 && manager_->List()[0].state != JobState::kCompleted; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(manager_->List()[0].state, JobState::kCompleted);
+  Reader reader(job->subscription);
+  const std::vector<JobEvent> events = reader.ReadAll();
+  ASSERT_EQ(events.size(), 4u);
+  EXPECT_EQ(events[0].kind, JobEvent::Kind::kQueued);
+  EXPECT_EQ(events[1].kind, JobEvent::Kind::kProgress);
+  EXPECT_EQ(events[1].step, 4);
+  EXPECT_FALSE(events[1].frame.empty());
+  EXPECT_EQ(events[2].kind, JobEvent::Kind::kProgress);
+  EXPECT_EQ(events[2].step, 6);
+  EXPECT_TRUE(events[2].frame.empty());
+  EXPECT_EQ(events[3].kind, JobEvent::Kind::kCompleted);
+  EXPECT_EQ(reader.sub().dropped(), 4);  // steps 1, 2, 3 and 5
+  EXPECT_EQ(observer_->frames_sent(), 2);  // step 4's frame and the final image
+
+  // A watcher of the finished job: the latest frame, the progress after it, the terminal event.
+  auto watch = manager_->Watch(job->job_id);
+  ASSERT_THAT(watch, IsOk());
+  Reader watcher(*watch);
+  const std::vector<JobEvent> replay = watcher.ReadAll();
+  ASSERT_EQ(replay.size(), 3u);
+  EXPECT_EQ(replay[0].step, 4);
+  EXPECT_FALSE(replay[0].frame.empty());
+  EXPECT_EQ(replay[1].step, 6);
+  EXPECT_EQ(replay[2].kind, JobEvent::Kind::kCompleted);
 }
 
 TEST_F(JobManagerTest, ShutdownFailsQueuedAndRunningJobsUnavailable) {
