@@ -72,7 +72,12 @@ __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, boo
       return n - j >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n - j)) - 1);
     };
     __m512 max = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    for (int j = 0; j < n; j += 16) max = _mm512_mask_max_ps(max, mask(j), max, _mm512_loadu_ps(row + j));
+    // Masked loads throughout: the last row's tail may end at the end of the buffer (a plain 16-wide load read
+    // up to 60 bytes past it).
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = mask(j);
+      max = _mm512_mask_max_ps(max, m, max, _mm512_maskz_loadu_ps(m, row + j));
+    }
     const __m512 row_max = _mm512_set1_ps(HorizontalMax(max));
     __m512 sum = _mm512_setzero_ps();
     for (int j = 0; j < n; j += 16) {
@@ -91,12 +96,6 @@ __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, boo
 }
 #endif
 
-void SoftmaxRows(float* s, int len, bool causal) {
-#ifdef CLIPSERVE_SIMD_X86
-  if (simd::HasAvx512f()) return SoftmaxRowsAvx512(s, len, causal);
-#endif
-  SoftmaxRowsScalar(s, len, causal);
-}
 
 // One (batch, head): out[L, hd] (row stride ldo) = softmax(scale · q kᵀ) v, where q, k, v are [L, hd] with row
 // stride ldqkv. Row-major matrices are handed to column-major BLAS as their transposes.
@@ -105,7 +104,7 @@ void AttendOneHead(SgemmFn sgemm, const float* q, const float* k, const float* v
   const float zero = 0.0f, one = 1.0f;
   // scoresᵀ (column-major) = kᶜᵀ · qᶜ, i.e. scores (row-major) = q · kᵀ.
   sgemm("T", "N", &len, &len, &hd, &scale, k, &ldqkv, q, &ldqkv, &zero, scores, &len);
-  SoftmaxRows(scores, len, causal);
+  AttentionSoftmaxRows(scores, len, causal);
   // outᵀ (column-major) = vᶜ · scoresᶜ, i.e. out (row-major) = scores · v.
   sgemm("N", "N", &hd, &len, &len, &one, v, &ldqkv, scores, &len, &zero, out, &ldo);
 }
@@ -245,6 +244,13 @@ at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int6
     return SplitAttentionFunction::apply(qkv, batch, len, heads, causal);
   }
   return TorchAttention(qkv, batch, len, heads, causal);
+}
+
+void AttentionSoftmaxRows(float* s, int len, bool causal) {
+#ifdef CLIPSERVE_SIMD_X86
+  if (simd::HasAvx512f()) return SoftmaxRowsAvx512(s, len, causal);
+#endif
+  SoftmaxRowsScalar(s, len, causal);
 }
 
 }  // namespace clipserve

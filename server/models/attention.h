@@ -22,4 +22,8 @@ at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int6
 // paths side by side in one process.
 void SetAttentionSplitUnderAutograd(bool enabled);
 
+// The CPU path's softmax: each row of a len × len row-major matrix, in place (AVX-512 where the CPU has it);
+// with `causal`, entries j > i become 0. Reads and writes only the matrix. Exposed for its tests.
+void AttentionSoftmaxRows(float* s, int len, bool causal);
+
 }  // namespace clipserve

@@ -1,6 +1,8 @@
 #include "server/models/attention.h"
 
+#include <cmath>
 #include <tuple>
+#include <vector>
 
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -80,6 +82,28 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SelfAttentionTest,
                                            std::make_tuple(2, 16, 2, 16, true), std::make_tuple(3, 17, 4, 8, true),
                                            std::make_tuple(8, 50, 12, 64, false), std::make_tuple(2, 77, 8, 64, true),
                                            std::make_tuple(1, 33, 3, 5, false)));
+
+// The softmax reads nothing outside its matrix, held here in a buffer of exactly its size. Under the sanitizer
+// build (-DCLIPSERVE_SANITIZE=address) a read past the end fails the test: the max pass loaded 16 floats for a
+// row's tail, past the buffer's end on the last row. (Optimised builds fold that load into a masked vmaxps,
+// which suppresses the fault, so only ASan saw it; unfolded, it could cross into an unmapped page.) Values
+// against torch's softmax, for lengths around the 16-wide vector steps.
+TEST(AttentionSoftmaxRowsTest, StaysInsideTheMatrixAndMatchesTorch) {
+  for (const int len : {1, 3, 5, 15, 16, 17, 31, 33, 50, 77}) {
+    for (const bool causal : {false, true}) {
+      const at::Tensor scores = at::randn({len, len}) * 3.0;
+      std::vector<float> s(scores.data_ptr<float>(), scores.data_ptr<float>() + scores.numel());
+
+      AttentionSoftmaxRows(s.data(), len, causal);
+
+      const at::Tensor masked =
+          causal ? scores.masked_fill(at::ones({len, len}, at::kBool).triu(1), -INFINITY) : scores;
+      const at::Tensor expected = at::softmax(masked, 1);
+      const at::Tensor got = at::from_blob(s.data(), {len, len}, at::kFloat).clone();
+      EXPECT_TRUE(at::allclose(got, expected, 1e-5, 1e-6)) << "len " << len << " causal " << causal;
+    }
+  }
+}
 
 }  // namespace
 }  // namespace clipserve
