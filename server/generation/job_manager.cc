@@ -385,11 +385,10 @@ absl::StatusOr<std::shared_ptr<Subscription>> JobManager::Watch(const std::strin
   absl::MutexLock lock(&record->watch_mu);
   record->watchers.push_back(subscription);
   if (record->last_queued && !record->last_progress) subscription->Push(*record->last_queued);
-  // The latest frame first, then the progress after it.
+  // The latest frame first, then the latest progress when it is a newer, frameless one (with a frame it is the
+  // latest frame).
   if (record->last_frame) subscription->Push(*record->last_frame);
-  if (record->last_progress && (!record->last_frame || record->last_progress->step > record->last_frame->step)) {
-    subscription->Push(*record->last_progress);
-  }
+  if (record->last_progress && record->last_progress->frame.empty()) subscription->Push(*record->last_progress);
   if (record->terminal) subscription->Push(*record->terminal);
   return subscription;
 }

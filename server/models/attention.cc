@@ -96,7 +96,6 @@ __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, boo
 }
 #endif
 
-
 // One (batch, head): out[L, hd] (row stride ldo) = softmax(scale · q kᵀ) v, where q, k, v are [L, hd] with row
 // stride ldqkv. Row-major matrices are handed to column-major BLAS as their transposes.
 void AttendOneHead(SgemmFn sgemm, const float* q, const float* k, const float* v, int ldqkv, float* out, int ldo,
