@@ -280,12 +280,16 @@ EvalResult Evaluate(const clip::ClipModel& model, const EvalSet& set, const at::
   EvalResult r;
   const int64_t n = pixels.size(0);
   int colour_ok = 0, shape_ok = 0, both_ok = 0;
+  double cosine_sum = 0;
   for (int64_t start = 0; start < n; start += 128) {
     const int64_t end = std::min(n, start + 128);
     at::Tensor img = model.EncodeImage(pixels.slice(0, start, end));
     img = img / img.norm(2, -1, true);
-    at::Tensor pred = img.matmul(text.t()).argmax(1).contiguous();
+    const at::Tensor cosines = img.matmul(text.t());
+    at::Tensor pred = cosines.argmax(1).contiguous();
     const int64_t* p = pred.data_ptr<int64_t>();
+    const at::Tensor own = at::tensor(std::vector<int64_t>(set.labels.begin() + start, set.labels.begin() + end));
+    cosine_sum += cosines.gather(1, own.view({-1, 1})).sum().item<double>();
     for (int64_t i = start; i < end; ++i) {
       const int want = set.labels[i];
       const int got = static_cast<int>(p[i - start]);
@@ -299,6 +303,7 @@ EvalResult Evaluate(const clip::ClipModel& model, const EvalSet& set, const at::
   r.colour = static_cast<double>(colour_ok) / n;
   r.shape = static_cast<double>(shape_ok) / n;
   r.both = static_cast<double>(both_ok) / n;
+  r.positive_cosine = cosine_sum / n;
   return r;
 }
 
@@ -641,6 +646,9 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
         "adversarial_epsilon must be in [0, 1), adversarial_steps in [1, 20] and adversarial_fraction in [0, 1], "
         "got ", o.adversarial_epsilon, ", ", o.adversarial_steps, " and ", o.adversarial_fraction));
   }
+  if (!(o.alignment_weight >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("alignment_weight must be >= 0, got ", o.alignment_weight));
+  }
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("creating ", o.out_dir.string(), ": ", ec.message()));
@@ -750,10 +758,11 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
   auto eval_and_log = [&](double loss, EvalResult* ema) -> EvalResult {
     EvalResult r = Evaluate(*model, eval_set, eval_set.pixels);
     nlohmann::json j = {{"minutes", trained() / 60}, {"step", step},  {"loss", loss},
-                        {"colour", r.colour},        {"shape", r.shape}, {"both", r.both}};
+                        {"colour", r.colour},        {"shape", r.shape}, {"both", r.both},
+                        {"positive_cosine", r.positive_cosine}};
     if (o.verbose) {
-      std::fprintf(stderr, "eval step %lld (%.1f min): colour %.3f shape %.3f both %.3f\n",
-                   static_cast<long long>(step), trained() / 60, r.colour, r.shape, r.both);
+      std::fprintf(stderr, "eval step %lld (%.1f min): colour %.3f shape %.3f both %.3f cosine %.3f\n",
+                   static_cast<long long>(step), trained() / 60, r.colour, r.shape, r.both, r.positive_cosine);
     }
     if (eval_set.cutout_pixels.defined()) {
       const EvalResult c = Evaluate(*model, eval_set, eval_set.cutout_pixels);
@@ -811,6 +820,7 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     img = img / img.norm(2, -1, true);
     at::Tensor logits = scale * img.matmul(txt.t());
     at::Tensor loss = ContrastiveLoss(logits, targets);
+    if (o.alignment_weight > 0) loss = loss + o.alignment_weight * (1 - (img * txt).sum(1)).mean();
     optimizer->zero_grad();
     loss.backward();
     optimizer->step();

@@ -136,6 +136,12 @@ struct ClipTrainerOptions {
   // alone does not mark a picture as one of the chains' negatives. 0: off.
   double vqgan_reconstructions = 0;
   std::filesystem::path generation_vqgan_dir;  // the VQGAN of both (models/shapes-world/vqgan)
+  // > 0: the loss also pulls every picture's embedding towards its own caption's, this weight times the mean of
+  // 1 − cos(picture, caption). The contrastive loss alone is satisfied once a caption beats the batch's others by
+  // a margin, which leaves the world's pictures well below the best cosine a caption can get (0.83–0.90 for the
+  // shipped CLIP): generation climbs past them to pictures unlike the world's (docs/generation.md, "Does the CLIP
+  // prefer the true picture?"). With the world's pictures near cosine 1 there is no such headroom. 0: off.
+  double alignment_weight = 0;
 
   // Logging, evaluation, checkpoints.
   int log_every = 25;
@@ -150,6 +156,7 @@ struct EvalResult {
   double colour = 0;
   double shape = 0;
   double both = 0;
+  double positive_cosine = 0;  // mean cosine of a picture with its own zero-shot prompt
 };
 
 struct TrainSummary {

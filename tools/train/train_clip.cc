@@ -74,6 +74,9 @@ ABSL_FLAG(double, generation_negative_denoiser, 0,
 ABSL_FLAG(int, generation_negative_refresh_every, 10, "training steps between copies of the weights into their CLIP");
 ABSL_FLAG(double, vqgan_reconstructions, 0,
           "share of the shape pictures replaced by their reconstruction through --generation_vqgan (0: off)");
+ABSL_FLAG(double, alignment_weight, 0,
+          "> 0: also pull every picture's embedding towards its own caption's (this weight times the mean of 1 - "
+          "cosine), so that the world's pictures sit near the best cosine a caption can get (0: off)");
 ABSL_FLAG(int, intra_op_threads, 1, "torch intra-op threads (training: 1)");
 ABSL_FLAG(int, blas_threads, 0, "BLAS threads (0: all cores)");
 
@@ -143,6 +146,7 @@ int main(int argc, char** argv) {
   o.generation_negatives.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_generation_negative_denoiser));
   o.generation_negatives_refresh_every = absl::GetFlag(FLAGS_generation_negative_refresh_every);
   o.vqgan_reconstructions = absl::GetFlag(FLAGS_vqgan_reconstructions);
+  o.alignment_weight = absl::GetFlag(FLAGS_alignment_weight);
   if (o.ema_decay < 0 || o.ema_decay >= 1) {
     std::fprintf(stderr, "train-clip: --ema_decay must be in [0, 1), got %g\n", o.ema_decay);
     return 2;
@@ -153,9 +157,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("{\"steps\": %lld, \"minutes\": %.2f, \"steps_per_s\": %.3f, \"colour\": %.4f, \"shape\": %.4f, "
-              "\"both\": %.4f",
+              "\"both\": %.4f, \"positive_cosine\": %.4f",
               static_cast<long long>(summary->steps), summary->trained_seconds / 60, summary->steps_per_second,
-              summary->final_eval.colour, summary->final_eval.shape, summary->final_eval.both);
+              summary->final_eval.colour, summary->final_eval.shape, summary->final_eval.both,
+              summary->final_eval.positive_cosine);
   if (o.ema_decay > 0) {
     const auto& a = summary->final_ema_eval;
     std::printf(", \"ema_colour\": %.4f, \"ema_shape\": %.4f, \"ema_both\": %.4f", a.colour, a.shape, a.both);
