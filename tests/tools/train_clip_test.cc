@@ -16,6 +16,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <opencv2/imgproc.hpp>
 
+#include "absl/status/status.h"
 #include "nlohmann/json.hpp"
 #include "server/models/clip/clip_bundle.h"
 #include "server/models/cpu_threads.h"
@@ -57,6 +58,23 @@ ClipTrainerOptions TinyOptions(const fs::path& dir) {
 
 // A path for a run's output directory, which the trainer creates; removed with the process's scratch root.
 fs::path TempDir(const std::string& name) { return ::clipserve::testing::ScratchFile(name); }
+
+// Trains a tiny CLIP into `dir` for `steps` steps, without a weight average: the base of the fine-tuning tests.
+absl::Status TrainTinyBase(const fs::path& dir, int64_t steps) {
+  ClipTrainerOptions o = TinyOptions(dir);
+  o.max_steps = steps;
+  o.ema_decay = 0;
+  return TrainClip(o).status();
+}
+
+// A fine-tune of `steps` steps from the CLIP in `base` into `dir`, without a weight average.
+ClipTrainerOptions FineTuneOptions(const fs::path& base, const fs::path& dir, int64_t steps) {
+  ClipTrainerOptions f = TinyOptions(dir);
+  f.init_from = base;
+  f.ema_decay = 0;
+  f.max_steps = steps;
+  return f;
+}
 
 std::vector<nlohmann::json> ReadCurve(const fs::path& dir) {
   std::vector<nlohmann::json> rows;
@@ -426,21 +444,15 @@ TEST_F(TrainClipTest, TrainsLoadsThroughBundleAndResumes) {
 
 TEST_F(TrainClipTest, FineTunesFromADirectoryWithGenerationCutouts) {
   const fs::path base = TempDir("base"), tuned = TempDir("tuned"), plain = TempDir("plain");
-  ClipTrainerOptions o = TinyOptions(base);
-  o.max_steps = 4;
-  o.ema_decay = 0;
-  ASSERT_TRUE(TrainClip(o).ok());
+  ASSERT_TRUE(TrainTinyBase(base, 4).ok());
 
   // From the base's weights, tokenizer and architecture (the model options are ignored), with half of every
   // batch through generation's cutouts; a learning rate too small to move the weights.
-  ClipTrainerOptions f = TinyOptions(tuned);
-  f.init_from = base;
+  ClipTrainerOptions f = FineTuneOptions(base, tuned, 2);
   f.vision_width = 64;
   f.bpe_vocab_size = 700;
   f.generation_cutouts = 0.5;
-  f.ema_decay = 0;
   f.lr = 1e-12;
-  f.max_steps = 2;
   f.eval_every = 1;
   auto run = TrainClip(f);
   ASSERT_TRUE(run.ok()) << run.status();
@@ -488,17 +500,11 @@ TEST_F(TrainClipTest, FineTunesFromADirectoryWithGenerationCutouts) {
 
 TEST_F(TrainClipTest, AlignmentPullsPicturesTowardsTheirCaptions) {
   const fs::path base = TempDir("align_base"), plain = TempDir("align_plain"), aligned = TempDir("align_on");
-  ClipTrainerOptions o = TinyOptions(base);
-  o.max_steps = 10;
-  o.ema_decay = 0;
-  ASSERT_TRUE(TrainClip(o).ok());
+  ASSERT_TRUE(TrainTinyBase(base, 10).ok());
 
   // The same fine-tune from the same weights, with and without the alignment term: the curve reports the mean
   // cosine of the held-out pictures with their own prompts, and the term raises it.
-  ClipTrainerOptions f = TinyOptions(plain);
-  f.init_from = base;
-  f.ema_decay = 0;
-  f.max_steps = 10;
+  ClipTrainerOptions f = FineTuneOptions(base, plain, 10);
   auto without = TrainClip(f);
   ASSERT_TRUE(without.ok()) << without.status();
   f.out_dir = aligned;
@@ -588,14 +594,8 @@ TEST_F(TrainClipTest, AdversarialTrainingTrainsOnPerturbedPictures) {
 
 TEST_F(TrainClipTest, GenerationNegativesAndReconstructionsJoinTheBatches) {
   const fs::path base = TempDir("gn_base"), with_dir = TempDir("gn_with"), plain = TempDir("gn_plain");
-  ClipTrainerOptions o = TinyOptions(base);
-  o.max_steps = 2;
-  o.ema_decay = 0;
-  ASSERT_TRUE(TrainClip(o).ok());
-  ClipTrainerOptions f = TinyOptions(plain);
-  f.init_from = base;
-  f.ema_decay = 0;
-  f.max_steps = 2;
+  ASSERT_TRUE(TrainTinyBase(base, 2).ok());
+  ClipTrainerOptions f = FineTuneOptions(base, plain, 2);
   f.blob_fraction = 0.125;
   auto without = TrainClip(f);
   ASSERT_TRUE(without.ok()) << without.status();
