@@ -117,6 +117,29 @@ TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {
   EXPECT_GT(state["minutes"].get<double>(), 0.0);
 }
 
+// A coarser grid (f = 4: 32 px pictures as 8×8 codes, as train-vqgan --ch_mult=1,2,4 gives) trains and loads;
+// a factor the training pictures' side is not a multiple of is refused before any work.
+TEST(VqganTrainer, TheLevelsSetTheGridAndMustDivideTheResolution) {
+  const fs::path dir = ::clipserve::testing::ScratchFile("vqgan_levels");
+  TrainOptions o = Tiny(dir);
+  o.config.ddconfig.ch_mult = {1, 2, 2};
+  o.max_steps = 2;
+  o.eval_every = 2;
+  ASSERT_THAT(Train(o), IsOk());
+  vqgan::VqganModel::Options load;
+  load.model_dir = dir;
+  auto model = vqgan::VqganModel::Load(load);
+  ASSERT_THAT(model, IsOk());
+  EXPECT_EQ((*model)->downsample_factor(), 4);
+
+  TrainOptions bad = Tiny(::clipserve::testing::ScratchFile("vqgan_levels_bad"));
+  bad.config.ddconfig.ch_mult = {1, 1, 1, 1, 1, 1, 1};  // f = 64 > 32 px
+  EXPECT_THAT(Train(bad), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("downsampling factor 64")));
+  bad.config.ddconfig.ch_mult = {1, 1, 1, 1, 1, 1};  // f = 32: one code per picture, allowed
+  bad.config.ddconfig.resolution = 48;               // not a multiple of 32
+  EXPECT_THAT(Train(bad), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("resolution 48")));
+}
+
 TEST(VqganTrainer, RefusesEvaluationSeeds) {
   TrainOptions o = Tiny(::clipserve::testing::ScratchFile("vqgan_bad_seed"));
   o.seed = 2'000'000;

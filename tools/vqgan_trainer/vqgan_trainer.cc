@@ -125,6 +125,12 @@ absl::StatusOr<TrainReport> Train(const TrainOptions& options) {
   }
   const vqgan::VqganConfig config = model->config();
   const int size = static_cast<int>(config.ddconfig.resolution);
+  if (size % config.downsample_factor() != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ddconfig.resolution %d (the training pictures' side) must be a multiple of the downsampling factor %d "
+        "(2^(levels-1), %d levels in ch_mult)",
+        size, config.downsample_factor(), config.num_levels()));
+  }
 
   shapes::SceneSamplerOptions train_options;
   train_options.split = shapes::Split::kTrain;
