@@ -118,7 +118,7 @@ TEST(VqganTrainer, ResumeContinuesFromTheSavedStep) {
 }
 
 // A coarser grid (f = 4: 32 px pictures as 8×8 codes, as train-vqgan --ch_mult=1,2,4 gives) trains and loads;
-// a factor the training pictures' side is not a multiple of is refused before any work.
+// a factor the training pictures' side is not a multiple of is refused before the first step.
 TEST(VqganTrainer, TheLevelsSetTheGridAndMustDivideTheResolution) {
   const fs::path dir = ::clipserve::testing::ScratchFile("vqgan_levels");
   TrainOptions o = Tiny(dir);
