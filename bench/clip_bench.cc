@@ -184,6 +184,30 @@ BENCHMARK(BM_ClipImageBlockOps)
     ->UseRealTime()
     ->MinTime(1.0);
 
+// Attention forward and backward under autograd (training; generation back-propagating into the picture), 8
+// sequences of 12 heads of 64, at ViT-B/32's, ViT-B/16's and ViT-L/14's token counts, with BLAS on one thread
+// (the server's default) and on every core (trainers). From 64 tokens at this head size OpenBLAS threads each
+// per-head GEMM; those calls then run one after another rather than from every pool thread at once
+// (server/models/attention.cc), which queued them for OpenBLAS's thread server.
+void BM_SelfAttentionUnderAutograd(benchmark::State& state) {
+  const int64_t len = state.range(0), batch = 8, heads = 12, d = 768;
+  ConfigureCpuThreads({.blas_threads = static_cast<int>(state.range(1))});
+  const at::Tensor qkv = at::randn({batch * len, 3 * d}).requires_grad_(true);
+  const at::Tensor upstream = at::randn({batch * len, d});
+  for (auto _ : state) {
+    SelfAttention(qkv, batch, len, heads, false).backward(upstream);
+    benchmark::DoNotOptimize(qkv.grad().data_ptr());
+  }
+  state.SetItemsProcessed(state.iterations() * batch);
+  ConfigureCpuThreads({});
+}
+BENCHMARK(BM_SelfAttentionUnderAutograd)
+    ->ArgsProduct({{50, 197, 257}, {1, 2}})
+    ->ArgNames({"tokens", "blas_threads"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
+
 // Texts of `len` tokens (SOT, words, EOT, zero padding to 77). At len = 77 this is the full-context cost the
 // FLOP figure refers to; shorter texts show what computing only up to the last EOS saves.
 void BM_ClipTextTower(benchmark::State& state) {

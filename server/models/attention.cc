@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "server/models/cpu_threads.h"
 #include "server/models/simd_math.h"
 #include "server/models/torch_compat.h"
 
@@ -27,6 +28,22 @@ using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, c
 SgemmFn Sgemm() {
   static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "sgemm_"));
   return fn;
+}
+
+// Runs f(begin, end) over the per-(batch, head) tasks [0, tasks), whose GEMMs are len × len × hd, on torch's pool.
+// OpenBLAS parallelises a GEMM with its own threads when m·n·k exceeds 65,536 × GEMM_MULTITHREAD_THRESHOLD (4 by
+// default): from 65 tokens at head size 64, 91 at 32. Such calls made from several pool threads at once queue for
+// its one thread server and spin (BM_SelfAttentionUnderAutograd, 197 tokens: 7.5x slower than with BLAS on one
+// thread). So when BLAS may use several threads (trainers; a server configured so) and would use them here, the
+// tasks run one after another on the calling thread and BLAS parallelises each of their GEMMs.
+template <typename F>
+void ForEachHeadTask(int64_t tasks, int64_t len, int64_t hd, const F& f) {
+  constexpr int64_t kOpenBlasThreadedGemmMnk = int64_t{65536} * 4;
+  if (len * len * hd > kOpenBlasThreadedGemmMnk && BlasThreads() > 1) {
+    f(int64_t{0}, tasks);
+  } else {
+    at::parallel_for(0, tasks, 1, f);
+  }
 }
 
 // Row-wise softmax of a len × len row-major matrix, in place; with `causal`, entries j > i are masked.
@@ -127,7 +144,7 @@ at::Tensor AttendAllHeads(SgemmFn sgemm, const at::Tensor& qkv, int64_t batch, i
   const int ld_in = static_cast<int>(3 * d), ld_out = static_cast<int>(d);
   // Raw pointers only from here on: the pool threads touch no tensors, so no autograd or inference-mode state
   // is involved.
-  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+  ForEachHeadTask(batch * heads, len, hd, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;
     if (probs == nullptr) scratch.resize(static_cast<size_t>(len * len));
     for (int64_t task = begin; task < end; ++task) {
@@ -209,7 +226,7 @@ class SplitAttentionFunction : public torch::autograd::Function<SplitAttentionFu
     float* dst = dqkv.data_ptr<float>();
     const SgemmFn sgemm = Sgemm();
     const int ld = static_cast<int>(3 * d), ldg = static_cast<int>(d);
-    at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    ForEachHeadTask(batch * heads, len, hd, [&](int64_t begin, int64_t end) {
       thread_local std::vector<float> work;
       work.resize(static_cast<size_t>(len * len));
       for (int64_t task = begin; task < end; ++task) {

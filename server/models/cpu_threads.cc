@@ -22,6 +22,12 @@ int AvailableCores() {
   return hw > 0 ? static_cast<int>(hw) : 1;
 }
 
+int BlasThreads() {
+  using GetThreads = int (*)();
+  static const auto get_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get_threads != nullptr ? get_threads() : -1;
+}
+
 namespace {
 
 // A positive integer from the environment, else 0.
@@ -45,14 +51,12 @@ CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& requested) {
 
   // OpenBLAS is reached through libblas.so.3 (Debian alternatives), so its extensions are looked up at run time.
   using SetThreads = void (*)(int);
-  using GetThreads = int (*)();
   using GetConfig = char* (*)();
   auto set_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  auto get_threads = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   auto get_config = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
   const int blas = options.blas_threads > 0 ? options.blas_threads : 1;
   if (set_threads != nullptr) set_threads(blas);
-  report.blas_threads = get_threads != nullptr ? get_threads() : -1;
+  report.blas_threads = BlasThreads();
   report.blas = get_config != nullptr ? std::string("OpenBLAS ") + get_config()
                                       : std::string("unknown (not OpenBLAS; netlib's reference BLAS is ~30x slower)");
   if (options.malloc_mmap_threshold_bytes > 0) {

@@ -37,6 +37,10 @@ struct CpuThreadReport {
 // CLIPSERVE_BLAS_THREADS when set, else from the defaults above.
 CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& options);
 
+// The threads BLAS may use inside one GEMM now (OpenBLAS's openblas_get_num_threads), or -1 when the BLAS library
+// offers no way to read it.
+int BlasThreads();
+
 // Cores this process may run on (sched_getaffinity; honours cgroup cpusets and taskset).
 int AvailableCores();
 

@@ -1,5 +1,6 @@
 #include "server/models/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <vector>
@@ -8,6 +9,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "gtest/gtest.h"
+#include "server/models/cpu_threads.h"
 #include "tests/testing/tensor_testing.h"
 
 namespace clipserve {
@@ -82,6 +84,33 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SelfAttentionTest,
                                            std::make_tuple(2, 16, 2, 16, true), std::make_tuple(3, 17, 4, 8, true),
                                            std::make_tuple(8, 50, 12, 64, false), std::make_tuple(2, 77, 8, 64, true),
                                            std::make_tuple(1, 33, 3, 5, false)));
+
+// With BLAS allowed several threads (trainers; a server configured so), the per-head tasks run one after another so
+// that OpenBLAS's threaded GEMMs are not called from several pool threads at once (which queues them for its one
+// thread server: a patch-4 ViT's training step ran 3.6x slower). That path's values and gradients against torch's,
+// at a length whose per-head GEMMs OpenBLAS does thread (len² · head size above its 262,144 threshold).
+TEST(SelfAttentionBlasThreadsTest, SerialTasksUnderThreadedBlasMatchTorch) {
+  const int intra_op_before = at::get_num_threads(), blas_before = BlasThreads();
+  ConfigureCpuThreads({.intra_op_threads = 2, .blas_threads = 2});
+  const int64_t batch = 2, len = 197, heads = 3, hd = 64;
+  at::manual_seed(7);
+  const at::Tensor qkv = at::randn({batch * len, 3 * heads * hd});
+  const at::Tensor upstream = at::randn({batch * len, heads * hd});
+  const at::Tensor a = qkv.clone().requires_grad_(true), b = qkv.clone().requires_grad_(true);
+  const at::Tensor split = SelfAttention(a, batch, len, heads, false);
+  const at::Tensor torch = TorchPath(b, batch, len, heads, false);
+  at::Tensor inference;
+  {
+    c10::InferenceMode guard;
+    inference = SelfAttention(qkv, batch, len, heads, false);
+  }
+  split.backward(upstream);
+  torch.backward(upstream);
+  ConfigureCpuThreads({.intra_op_threads = intra_op_before, .blas_threads = std::max(blas_before, 1)});
+  EXPECT_LE(RelativeError(split.detach(), torch.detach()), 1e-5);
+  EXPECT_LE(RelativeError(inference, torch.detach()), 1e-5);
+  EXPECT_LE(RelativeError(a.grad(), b.grad()), 1e-5);
+}
 
 // The softmax reads nothing outside its matrix, held here in a buffer of exactly its size. Under the sanitizer
 // build (-DCLIPSERVE_SANITIZE=address) a read past the end fails the test: the max pass loaded 16 floats for a
