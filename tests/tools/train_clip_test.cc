@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <numeric>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
 #include <opencv2/imgproc.hpp>
 
 #include "absl/status/status.h"
@@ -238,6 +240,50 @@ TEST_F(TrainClipTest, SinCosPositionsMatchTheFormula) {
     }
   }
   EXPECT_ANY_THROW(SinCosPositions2d(4, 6));
+}
+
+// Re-patching for a finer (8 -> 4) or coarser (8 -> 16) token grid keeps every other weight and the text tower's
+// output, keeps what a flat patch gives each token (the kernel's per-channel sums) and the class token's
+// position, resizes the grid's positions, and refuses a size that does not divide the picture.
+TEST_F(TrainClipTest, RepatchingResizesThePatchAndPositionEmbeddingsOnly) {
+  ClipTrainerOptions o;
+  auto from = clip::ClipModel::CreateRandom(MakeClipConfig(o, 600, 16, 598, 599), /*seed=*/7);
+  const auto parameters = [](const clip::ClipModel& m) {
+    std::map<std::string, at::Tensor> out;
+    for (const auto& item : m.named_parameters(/*recurse=*/true)) out[item.key()] = item.value().detach();
+    return out;
+  };
+  const auto old = parameters(*from);
+  const at::Tensor ids = at::randint(1, 598, {2, 16}, at::kLong);
+  for (const int patch : {4, 16}) {
+    SCOPED_TRACE(patch);
+    auto to = RepatchVision(*from, patch);
+    ASSERT_TRUE(to.ok()) << to.status();
+    EXPECT_EQ((*to)->config().vision.patch_size, patch);
+    const auto now = parameters(**to);
+    ASSERT_EQ(now.size(), old.size());
+    const int grid = 64 / patch;
+    for (const auto& [name, value] : now) {
+      if (name == "patch_embedding") {
+        EXPECT_EQ(value.sizes(), (std::vector<int64_t>{192, 3, patch, patch}));
+        EXPECT_TRUE(at::allclose(value.sum({2, 3}), old.at(name).sum({2, 3}), 1e-4, 1e-5));
+      } else if (name == "vision_position_embedding") {
+        EXPECT_EQ(value.sizes(), (std::vector<int64_t>{1 + grid * grid, 192}));
+        EXPECT_TRUE(at::equal(value[0], old.at(name)[0]));
+        EXPECT_FALSE(value.narrow(0, 1, grid * grid).isnan().any().item<bool>());
+      } else {
+        EXPECT_TRUE(at::equal(value, old.at(name))) << name;
+      }
+    }
+    c10::InferenceMode guard;
+    EXPECT_TRUE(at::equal((*to)->EncodeText(ids), from->EncodeText(ids)));
+    EXPECT_EQ((*to)->EncodeImage(at::randn({2, 3, 64, 64})).sizes(), (std::vector<int64_t>{2, 128}));
+  }
+  EXPECT_EQ(RepatchVision(*from, 5).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RepatchVision(*from, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  ClipTrainerOptions no_init = TinyOptions(TempDir("unused"));
+  no_init.init_patch_size = 4;
+  EXPECT_EQ(TrainClip(no_init).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(TrainClipTest, AugmentationWithoutAugmentEqualsPreprocess) {

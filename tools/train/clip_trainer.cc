@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -462,6 +463,40 @@ at::Tensor SinCosPositions2d(int grid, int width) {
   return at::cat({at::zeros({1, width}, at::kDouble), patches}, 0).to(at::kFloat);
 }
 
+absl::StatusOr<std::shared_ptr<clip::ClipModel>> RepatchVision(const clip::ClipModel& from, int patch_size) {
+  clip::ClipConfig config = from.config();
+  const int old_patch = config.vision.patch_size, image = config.vision.image_size;
+  if (patch_size < 1 || image % patch_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("patch size ", patch_size, " does not divide the image size ",
+                                                   image, " (", old_patch, " now)"));
+  }
+  config.vision.patch_size = patch_size;
+  auto to = clip::ClipModel::CreateRandom(config, /*seed=*/1);
+  const int old_grid = image / old_patch, grid = image / patch_size;
+  const auto resize = [](const at::Tensor& x, int side) {  // [N, C, h, w] -> [N, C, side, side]
+    return side < x.size(2) ? at::adaptive_avg_pool2d(x, {side, side})
+                            : at::upsample_bilinear2d(x, {side, side}, /*align_corners=*/false);
+  };
+  at::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> source;
+  for (const auto& item : from.named_parameters(/*recurse=*/true)) source[item.key()] = item.value();
+  for (auto& item : to->named_parameters(/*recurse=*/true)) {
+    const at::Tensor& old = source.at(item.key());
+    if (item.key() == "patch_embedding") {
+      const double area = static_cast<double>(old_patch) / patch_size;
+      item.value().copy_(resize(old, patch_size) * (area * area));
+    } else if (item.key() == "vision_position_embedding") {
+      const int64_t width = old.size(1);
+      const at::Tensor cells = old.narrow(0, 1, old_grid * old_grid).t().reshape({1, width, old_grid, old_grid});
+      const at::Tensor resized = resize(cells, grid).reshape({width, grid * grid}).t();
+      item.value().copy_(at::cat({old.narrow(0, 0, 1), resized}, 0));
+    } else {
+      item.value().copy_(old);
+    }
+  }
+  return to;
+}
+
 clip::ClipConfig MakeClipConfig(const ClipTrainerOptions& o, int vocab_size, int context_length, int bos_id,
                                 int eos_id) {
   clip::ClipConfig c;
@@ -647,6 +682,10 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
         "adversarial_epsilon must be in [0, 1), adversarial_steps in [1, 20] and adversarial_fraction in [0, 1], "
         "got ", o.adversarial_epsilon, ", ", o.adversarial_steps, " and ", o.adversarial_fraction));
   }
+  if (o.init_patch_size != 0 && (o.init_patch_size < 0 || o.init_from.empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("init_patch_size (", o.init_patch_size, ") re-patches init_from's ViT: needs init_from and > 0"));
+  }
   if (!(o.alignment_weight >= 0)) {
     return absl::InvalidArgumentError(absl::StrCat("alignment_weight must be >= 0, got ", o.alignment_weight));
   }
@@ -671,6 +710,9 @@ absl::StatusOr<TrainSummary> TrainClip(const ClipTrainerOptions& o) {
     }
     CLIPSERVE_ASSIGN_OR_RETURN(model, clip::ClipModel::Load({.dir = o.init_from}));
     CLIPSERVE_ASSIGN_OR_RETURN(pre, clip::LoadPreprocessConfig(o.out_dir / "preprocessor_config.json"));
+    if (o.init_patch_size > 0 && o.init_patch_size != model->config().vision.patch_size) {
+      CLIPSERVE_ASSIGN_OR_RETURN(model, RepatchVision(*model, o.init_patch_size));
+    }
   } else {
     CLIPSERVE_ASSIGN_OR_RETURN(int context, BuildTokenizer(o));
     CLIPSERVE_RETURN_IF_ERROR(WritePreprocessorConfig(o.out_dir, o.image_size, pre));

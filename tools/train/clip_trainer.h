@@ -49,6 +49,8 @@ struct ClipTrainerOptions {
   // architecture, which are copied to out_dir; the model and tokenizer options below are then ignored) instead
   // of a random model. The optimiser and the schedule start afresh. Not used when resuming.
   std::filesystem::path init_from;
+  // With init_from: the ViT's patch size to fine-tune at (0: init_from's). RepatchVision resizes the weights.
+  int init_patch_size = 0;
 
   // Model.
   int image_size = 64;
@@ -250,6 +252,13 @@ int BlobLabelOf(shapes::Colour colour);
 // zero row first for the class token: [1 + grid * grid, width]; patch (row r, column c) gets
 // sin(r w_k), cos(r w_k), sin(c w_k), cos(c w_k) for w_k = 10000^(-k / (width / 4)).
 at::Tensor SinCosPositions2d(int grid, int width);
+
+// `from` with its ViT re-patched to `patch_size` (FlexiViT-style), for fine-tuning at a finer or coarser token
+// grid: every weight copied except the patch embedding, resized to patch_size² by area averaging (finer) or
+// bilinearly (coarser) and scaled by (old / new)² so that a flat patch gives each token the embedding it gave
+// before, and the grid's position embeddings, resized bilinearly (the class token's row kept). INVALID_ARGUMENT
+// unless patch_size divides the image size.
+absl::StatusOr<std::shared_ptr<clip::ClipModel>> RepatchVision(const clip::ClipModel& from, int patch_size);
 
 // Strong augmentation of an 8-bit RGB image that never changes what a caption says about it: a random resized
 // crop (side 0.7-1.1 of the image, aspect 0.85-1.18, zooming out as well as in) rotated by up to ±10° and

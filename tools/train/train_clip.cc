@@ -53,6 +53,8 @@ ABSL_FLAG(double, ema_decay, 0,
 ABSL_FLAG(std::string, init_from, "",
           "fine-tune: start from this CLIP directory's weights, tokenizer and architecture (fresh optimiser and "
           "schedule; the model flags are ignored)");
+ABSL_FLAG(int, init_patch, 0,
+          "with --init_from: fine-tune its ViT re-patched to this patch size (weights resized; 0: keep its own)");
 ABSL_FLAG(double, generation_cutouts, 0,
           "share of each batch that also goes through generation's cutout augmentations (perspective, erasing, ...; "
           "--cut_* flags, defaults: the server's)");
@@ -132,6 +134,7 @@ int main(int argc, char** argv) {
   o.sincos_position_scale = absl::GetFlag(FLAGS_sincos_position_scale);
   o.ema_decay = absl::GetFlag(FLAGS_ema_decay);
   o.init_from = absl::GetFlag(FLAGS_init_from);
+  o.init_patch_size = absl::GetFlag(FLAGS_init_patch);
   o.generation_cutouts = absl::GetFlag(FLAGS_generation_cutouts);
   o.generation_cutout_options = clipserve::tools::CutoutOptionsFromFlags();
   o.adversarial_epsilon = absl::GetFlag(FLAGS_adversarial_epsilon);
