@@ -57,8 +57,13 @@ CpuThreadReport ConfigureCpuThreads(const CpuThreadOptions& requested) {
   const int blas = options.blas_threads > 0 ? options.blas_threads : 1;
   if (set_threads != nullptr) set_threads(blas);
   report.blas_threads = BlasThreads();
-  report.blas = get_config != nullptr ? std::string("OpenBLAS ") + get_config()
-                                      : std::string("unknown (not OpenBLAS; netlib's reference BLAS is ~30x slower)");
+  if (get_config != nullptr) {
+    // Recent OpenBLAS releases start their configuration string with "OpenBLAS <version>" themselves.
+    const std::string config = get_config();
+    report.blas = config.rfind("OpenBLAS", 0) == 0 ? config : "OpenBLAS " + config;
+  } else {
+    report.blas = "unknown (not OpenBLAS; netlib's reference BLAS is ~30x slower)";
+  }
   if (options.malloc_mmap_threshold_bytes > 0) {
     const auto threshold = static_cast<int>(std::min<size_t>(options.malloc_mmap_threshold_bytes, size_t{1} << 30));
     mallopt(M_MMAP_THRESHOLD, threshold);
