@@ -186,7 +186,7 @@ BENCHMARK(BM_ClipImageBlockOps)
 
 // Attention forward and backward under autograd (training; generation back-propagating into the picture), 8
 // sequences of 12 heads of 64, at ViT-B/32's, ViT-B/16's and ViT-L/14's token counts, with BLAS on one thread
-// (the server's default) and on every core (trainers). From 64 tokens at this head size OpenBLAS threads each
+// (the server's default) and on every core (trainers). From 65 tokens at this head size OpenBLAS threads each
 // per-head GEMM; those calls then run one after another rather than from every pool thread at once
 // (server/models/attention.cc), which queued them for OpenBLAS's thread server.
 void BM_SelfAttentionUnderAutograd(benchmark::State& state) {

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -478,10 +477,9 @@ absl::StatusOr<std::shared_ptr<clip::ClipModel>> RepatchVision(const clip::ClipM
                             : at::upsample_bilinear2d(x, {side, side}, /*align_corners=*/false);
   };
   at::NoGradGuard no_grad;
-  std::map<std::string, at::Tensor> source;
-  for (const auto& item : from.named_parameters(/*recurse=*/true)) source[item.key()] = item.value();
+  const auto source = from.named_parameters(/*recurse=*/true);
   for (auto& item : to->named_parameters(/*recurse=*/true)) {
-    const at::Tensor& old = source.at(item.key());
+    const at::Tensor& old = source[item.key()];
     if (item.key() == "patch_embedding") {
       const double area = static_cast<double>(old_patch) / patch_size;
       item.value().copy_(resize(old, patch_size) * (area * area));
