@@ -1,7 +1,9 @@
 #include "tools/eval/shapes_eval.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <string>
 #include <set>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "server/models/tensor_io.h"
 #include "server/models/vqgan/vqgan.h"
 #include "tools/shapes/world.h"
+#include "tools/train/clip_trainer.h"
 
 namespace clipserve::shapes_eval {
 namespace {
@@ -32,6 +35,17 @@ absl::Status PreprocessInto(const cv::Mat& rgb, const clip::PreprocessConfig& co
   return clip::Preprocess(view, config, absl::MakeSpan(out, clip::PreprocessedSize(config)));
 }
 
+// The preprocessed pixels [n, 3, S, S] of images[start, start + n).
+absl::StatusOr<at::Tensor> Pixels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images, size_t start,
+                                  size_t n) {
+  const auto& pre = bundle.preprocess;
+  at::Tensor pixels = at::empty({static_cast<int64_t>(n), 3, pre.crop_height, pre.crop_width});
+  for (size_t i = 0; i < n; ++i) {
+    CLIPSERVE_RETURN_IF_ERROR(PreprocessInto(images[start + i], pre, pixels[i].data_ptr<float>()));
+  }
+  return pixels;
+}
+
 // Unit image embeddings of `images`, in batches; with `cutouts`, of the pictures after generation's cutout
 // augmentations (drawn from `generator`).
 absl::StatusOr<at::Tensor> EmbedImages(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
@@ -41,10 +55,7 @@ absl::StatusOr<at::Tensor> EmbedImages(const clip::ClipBundle& bundle, const std
   std::vector<at::Tensor> parts;
   for (size_t start = 0; start < images.size(); start += batch_size) {
     const size_t n = std::min(images.size() - start, static_cast<size_t>(batch_size));
-    at::Tensor pixels = at::empty({static_cast<int64_t>(n), 3, pre.crop_height, pre.crop_width});
-    for (size_t i = 0; i < n; ++i) {
-      CLIPSERVE_RETURN_IF_ERROR(PreprocessInto(images[start + i], pre, pixels[i].data_ptr<float>()));
-    }
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor pixels, Pixels(bundle, images, start, n));
     if (cutouts.has_value()) pixels = generation::AugmentLikeCutouts(pixels, pre.mean, pre.std, *cutouts, generator);
     parts.push_back(bundle.model->EncodeImage(pixels));
   }
@@ -90,6 +101,48 @@ absl::StatusOr<std::vector<Label>> PredictLabels(const clip::ClipBundle& bundle,
   return labels;
 }
 
+// PredictLabels on the pictures after a PGD attack (EvalOptions::attack) against each one's true pair, `truth`.
+// Runs autograd: call outside inference mode (inside CatchTorchErrors).
+absl::StatusOr<std::vector<Label>> AttackedLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
+                                                  const std::vector<Label>& truth,
+                                                  const std::vector<shapes::Colour>& colours,
+                                                  const std::vector<shapes::Shape>& shapes, int batch_size,
+                                                  const EvalOptions::Attack& attack, at::Generator& generator) {
+  std::vector<std::string> prompts;
+  for (shapes::Colour c : colours) {
+    for (shapes::Shape s : shapes) prompts.push_back(shapes::ZeroShotPrompt(c, s));
+  }
+  const auto index_of = [&](const Label& l) -> int64_t {
+    const auto c = std::find(colours.begin(), colours.end(), l.colour) - colours.begin();
+    const auto s = std::find(shapes.begin(), shapes.end(), l.shape) - shapes.begin();
+    return static_cast<int64_t>(c * shapes.size() + s);
+  };
+  at::Tensor text;
+  {
+    at::NoGradGuard no_grad;
+    CLIPSERVE_ASSIGN_OR_RETURN(text, EmbedTexts(bundle, prompts));
+  }
+  const double scale = bundle.model->logit_scale().exp().item<double>();
+  std::vector<Label> labels;
+  for (size_t start = 0; start < images.size(); start += batch_size) {
+    const size_t n = std::min(images.size() - start, static_cast<size_t>(batch_size));
+    CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor pixels, Pixels(bundle, images, start, n));
+    at::Tensor targets = at::zeros({static_cast<int64_t>(n), text.size(0)});
+    for (size_t i = 0; i < n; ++i) targets[static_cast<int64_t>(i)][index_of(truth[start + i])] = 1;
+    const at::Tensor moved =
+        train::AdversarialPixels(*bundle.model, pixels, text, targets, scale, bundle.preprocess, attack.epsilon,
+                                 attack.steps, at::ones({static_cast<int64_t>(n)}, at::kBool), generator);
+    at::NoGradGuard no_grad;
+    at::Tensor image = bundle.model->EncodeImage(moved);
+    const at::Tensor predicted = at::mm(image / image.norm(2, -1, true), text.t()).argmax(1).contiguous();
+    for (int64_t i = 0; i < predicted.size(0); ++i) {
+      const int64_t k = predicted.data_ptr<int64_t>()[i];
+      labels.push_back({colours[k / shapes.size()], shapes[k % shapes.size()]});
+    }
+  }
+  return labels;
+}
+
 absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
                                                    std::unique_ptr<shapes::SceneSampler>* holder) {
   shapes::SceneSamplerOptions o;
@@ -102,12 +155,29 @@ absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
 
 absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
   if (options.cutouts.has_value()) CLIPSERVE_RETURN_IF_ERROR(generation::ValidateCutoutOptions(*options.cutouts));
+  if (options.attack.has_value()) {
+    const EvalOptions::Attack& a = *options.attack;
+    if (!(a.epsilon > 0 && a.epsilon < 1) || a.steps < 1 || a.steps > 20) {
+      return absl::InvalidArgumentError(absl::StrCat("attack: epsilon must be in (0, 1) and steps in [1, 20], got ",
+                                                     a.epsilon, " and ", a.steps));
+    }
+    if (options.cutouts.has_value()) {
+      return absl::InvalidArgumentError("attack and generation cutouts do not combine: measure one at a time");
+    }
+  }
   CLIPSERVE_ASSIGN_OR_RETURN(auto bundle, clip::ClipBundle::Load({.dir = options.models / "clip"}));
   std::unique_ptr<shapes::SceneSampler> holder;
   CLIPSERVE_ASSIGN_OR_RETURN(shapes::SceneSampler * sampler,
                              MakeSampler(options.seed, bundle->image_size(), &holder));
   return CatchTorchErrors("evaluating the CLIP", [&]() -> absl::Status {
-    c10::InferenceMode guard;
+    // An attack needs autograd, so it runs without inference mode (and embeds under no-grad).
+    std::optional<c10::InferenceMode> inference;
+    std::optional<at::NoGradGuard> no_grad;
+    if (options.attack.has_value()) {
+      no_grad.emplace();
+    } else {
+      inference.emplace();
+    }
     // Zero-shot: one prompt per (colour, shape) pair, the normal prompt path; colour and shape accuracy are
     // the marginals of the joint prediction.
     std::vector<cv::Mat> images;
@@ -118,9 +188,19 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
       scenes.push_back(e.scene);
     }
     at::Generator generator = at::detail::createCPUGenerator(options.seed);
-    CLIPSERVE_ASSIGN_OR_RETURN(std::vector<Label> predicted,
-                               PredictLabels(*bundle, images, sampler->colours(), sampler->shapes(),
-                                             options.batch_size, options.cutouts, generator));
+    std::vector<Label> predicted;
+    if (options.attack.has_value()) {
+      std::vector<Label> truth;
+      for (const shapes::Scene& scene : scenes) truth.push_back({scene.colour, scene.shape});
+      at::AutoGradMode grad(true);
+      CLIPSERVE_ASSIGN_OR_RETURN(predicted, AttackedLabels(*bundle, images, truth, sampler->colours(),
+                                                           sampler->shapes(), options.batch_size, *options.attack,
+                                                           generator));
+      result->attack = options.attack;
+    } else {
+      CLIPSERVE_ASSIGN_OR_RETURN(predicted, PredictLabels(*bundle, images, sampler->colours(), sampler->shapes(),
+                                                          options.batch_size, options.cutouts, generator));
+    }
     ZeroShot z;
     std::map<std::string, int> shape_total, size_total;
     for (int i = 0; i < options.count; ++i) {
@@ -221,6 +301,7 @@ nlohmann::json EvalResult::ToJson(bool breakdown) const {
     j["zero_shot"]["shape_by_size"] = zero_shot->shape_by_size;
     j["zero_shot"]["shape_confusions"] = zero_shot->shape_confusions;
   }
+  if (zero_shot && attack) j["zero_shot"]["attack"] = {{"epsilon", attack->epsilon}, {"steps", attack->steps}};
   j["retrieval"] = retrieval ? nlohmann::json{{"recall_at_1", retrieval->recall_at_1},
                                               {"recall_at_5", retrieval->recall_at_5}}
                              : nlohmann::json(nullptr);

@@ -29,6 +29,16 @@ struct EvalOptions {
   // augmentations with these options (generation::AugmentLikeCutouts, drawn from `seed`): how much of its
   // knowledge survives what VQGAN+CLIP generation shows it.
   std::optional<generation::CutoutOptions> cutouts;
+  // Set: zero-shot accuracy under attack (robust accuracy). Every picture is first moved by a PGD attack —
+  // train::AdversarialPixels, adversarial training's own: `steps` signed-gradient steps within an L-infinity ball
+  // of `epsilon` pixel units (in (0, 1)), from a random start drawn from `seed` — that raises the cross-entropy
+  // of its true (colour, shape) prompt among the colours × shapes prompts. Retrieval stays on the clean
+  // pictures. Does not combine with `cutouts`.
+  struct Attack {
+    double epsilon = 8.0 / 255;
+    int steps = 10;
+  };
+  std::optional<Attack> attack;
 };
 
 struct ZeroShot {
@@ -47,11 +57,13 @@ struct Reconstruction {
 };
 
 struct EvalResult {
-  std::optional<ZeroShot> zero_shot;    // absent without clip/
+  std::optional<ZeroShot> zero_shot;    // absent without clip/; under attack when EvalOptions::attack is set
   std::optional<Retrieval> retrieval;   // absent without clip/
   std::optional<Reconstruction> vqgan;  // absent without vqgan/
+  std::optional<EvalOptions::Attack> attack;  // the attack zero_shot was measured under
   // {"zero_shot": {...}, "retrieval": {...}, "vqgan": {...}} with null for what is absent. zero_shot holds
-  // colour, shape and both, and with `breakdown` also shape_by_shape, shape_by_size and shape_confusions.
+  // colour, shape and both, and with `breakdown` also shape_by_shape, shape_by_size and shape_confusions; under
+  // an attack, also "attack": {"epsilon", "steps"}.
   nlohmann::json ToJson(bool breakdown = false) const;
 };
 
