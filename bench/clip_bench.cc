@@ -16,6 +16,7 @@
 #include "server/models/clip/clip_model.h"
 #include "server/models/cpu_threads.h"
 #include "server/models/linear.h"
+#include "server/models/packed_linear.h"
 
 namespace clipserve::clip {
 namespace {
@@ -92,6 +93,48 @@ void BM_Sgemm1024(benchmark::State& state) {
       benchmark::Counter(2.0 * 1024 * 1024 * 1024 * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_Sgemm1024)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(2.0);
+
+// One ViT-B/32 MLP projection (fc1: 768 → 3072, bias, silu epilogue) at R rows through each GEMM path: BLAS
+// (Linear() over torch's pool; `kernel:0`), the packed GEMM's AVX2 kernel (`kernel:1`) and its AVX-512 kernel
+// (`kernel:2`; each skipped where the CPU lacks it). Eight distinct weight matrices (75 MB) take turns, so the
+// weights stream from memory as in a tower. Where each path wins decides each kernel's row limit (PackedLinearMaxRows()).
+void BM_ProjectionRows(benchmark::State& state) {
+  Model();
+  const int64_t rows = state.range(0);
+  const int kernel = static_cast<int>(state.range(1));
+  const PackedIsa before = PackedGemmIsa();
+  if (kernel > 0 && !SetPackedGemmIsa(kernel == 1 ? PackedIsa::kAvx2 : PackedIsa::kAvx512)) {
+    state.SkipWithError("this CPU cannot run that kernel");
+    return;
+  }
+  constexpr int kWeights = 8;
+  std::vector<at::Tensor> weights, biases;
+  std::vector<std::unique_ptr<PackedWeight>> packed;
+  for (int i = 0; i < kWeights; ++i) {
+    weights.push_back(at::randn({3072, 768}) * 0.03);
+    biases.push_back(at::randn({3072}));
+    packed.push_back(std::make_unique<PackedWeight>(weights.back()));
+  }
+  const at::Tensor x = at::randn({rows, 768});
+  c10::InferenceMode guard;
+  int i = 0;
+  for (auto _ : state) {
+    const at::Tensor y = kernel == 0 ? Linear(x, weights[i], nullptr, biases[i], 1.702, 1.702, Epilogue::kSilu)
+                                     : PackedLinear(x, *packed[i], biases[i], 1.702, 1.702, Epilogue::kSilu);
+    benchmark::DoNotOptimize(y.data_ptr());
+    i = (i + 1) % kWeights;
+  }
+  SetPackedGemmIsa(before);
+  state.SetLabel(kernel == 0 ? "BLAS" : kernel == 1 ? "packed AVX2" : "packed AVX-512");
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * rows * 768 * 3072 * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ProjectionRows)
+    ->ArgsProduct({{1, 12, 50, 100, 200, 400}, {0, 1, 2}})
+    ->ArgNames({"rows", "kernel"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime()
+    ->MinTime(1.0);
 
 // Image batches 1, 8 and 32, each through BLAS (packed:0) and the packed GEMM (packed:1).
 void ImageBatchesOnBothPaths(benchmark::internal::Benchmark* b) {

@@ -17,6 +17,7 @@
 #include "server/common/file_util.h"
 #include "server/common/logging.h"
 #include "server/models/cpu_threads.h"
+#include "server/models/packed_linear.h"
 #include "server/service/config.h"
 #include "server/service/server.h"
 
@@ -78,8 +79,9 @@ int main(int argc, char** argv) {
   const auto threads = clipserve::ConfigureCpuThreads(
       {.intra_op_threads = static_cast<int>(config.threads().intra_op_threads()),
        .blas_threads = static_cast<int>(config.threads().blas_threads())});
-  spdlog::info("clipserve starting: intra-op threads {}, BLAS threads {} ({}), CPU pool {} threads",
-               threads.intra_op_threads, threads.blas_threads, threads.blas, config.threads().cpu_pool_threads());
+  spdlog::info("clipserve starting: intra-op threads {}, BLAS threads {} ({}), CPU pool {} threads, packed GEMM {}",
+               threads.intra_op_threads, threads.blas_threads, threads.blas, config.threads().cpu_pool_threads(),
+               clipserve::PackedIsaName(clipserve::PackedGemmIsa()));
 
   auto server = svc::Server::Create(config);
   if (!server.ok()) return Fail(std::string(server.status().message()));

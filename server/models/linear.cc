@@ -104,7 +104,8 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
                   double alpha, double beta, Epilogue epilogue) {
   const bool grad = at::GradMode::is_enabled();
-  if (packed != nullptr && x.size(0) <= kPackedLinearMaxRows && x.is_cpu() && x.scalar_type() == at::kFloat && !grad) {
+  if (packed != nullptr && x.size(0) <= PackedLinearMaxRows() && x.is_cpu() && x.scalar_type() == at::kFloat &&
+      !grad) {
     return PackedLinear(x, *packed, bias, alpha, beta, epilogue);
   }
   at::Tensor y = Linear(x, weight, bias, alpha, beta);

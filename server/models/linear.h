@@ -23,7 +23,7 @@ at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
 
 // epilogue(alpha · x · Wᵀ + beta · b): through `packed` (a packed copy of `weight`, packed_linear.h), with the
 // epilogue fused into its kernel, when it is given, the call is CPU float32 inference and x has at most
-// kPackedLinearMaxRows rows; through `weight` and a separate element-wise pass otherwise (in place unless grad
+// PackedLinearMaxRows() rows; through `weight` and a separate element-wise pass otherwise (in place unless grad
 // mode is on).
 at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight, const PackedWeight* packed, const at::Tensor& bias,
                   double alpha = 1.0, double beta = 1.0, Epilogue epilogue = Epilogue::kNone);

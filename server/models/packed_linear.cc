@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,7 +13,7 @@
 namespace clipserve {
 namespace {
 
-constexpr int64_t kNr = PackedWeight::kPanelWidth;  // output columns per panel: two AVX-512 registers
+constexpr int64_t kNr = PackedWeight::kPanelWidth;  // output columns per panel: two AVX-512 registers, four AVX2
 constexpr int64_t kKc = 256;   // depth per pass: a 32 × 256 panel slice (32 KiB) stays in L1 across row blocks
 // Rows per pass: up to kPackedLinearMaxRows, all rows in one pass (their 512 × 256 slice of x, 512 KiB, stays in
 // L2), so every weight slice is streamed from memory once per call. Measured: 192-row passes were 5 % slower at
@@ -114,6 +115,101 @@ __mmask16 ColumnMask(int64_t columns) {
   return columns >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << columns) - 1);
 }
 
+// The AVX2 + FMA kernel, for CPUs without AVX-512 (AMD's before Zen 4, older Intel): the same panels, each
+// multiplied as two halves of 16 columns (two ymm registers per row), so a call holds at most 6 rows: 12
+// accumulators, 2 panel registers and one broadcast fill the 16 ymm registers. `b` points at the half's first
+// column; `cols` (1..16) is how many of its columns exist (masked loads and stores past N, which on AVX2 are
+// slow, so only then). Prefetching as the AVX-512 kernel does.
+constexpr int kMrMaxAvx2 = 6;
+
+template <int MR, bool kSilu>
+__attribute__((target("avx2,fma"))) void KernelAvx2(const float* a, int64_t lda, const float* b, int64_t kc,
+                                                    float* c, int64_t ldc, bool first, bool last, const float* bias,
+                                                    float alpha, float beta, int64_t cols, const float* pf,
+                                                    int64_t pf_lines) {
+  const bool full = cols >= 16;
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(cols, 8))), iota);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::max<int64_t>(cols - 8, 0))), iota);
+  __m256 lo[MR], hi[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    if (first) {
+      lo[i] = _mm256_setzero_ps();
+      hi[i] = _mm256_setzero_ps();
+    } else if (full) {
+      lo[i] = _mm256_loadu_ps(c + i * ldc);
+      hi[i] = _mm256_loadu_ps(c + i * ldc + 8);
+    } else {
+      lo[i] = _mm256_maskload_ps(c + i * ldc, m0);
+      hi[i] = _mm256_maskload_ps(c + i * ldc + 8, m1);
+    }
+  }
+  const int64_t pf_every = pf_lines > 0 ? std::max<int64_t>(1, kc / pf_lines) : kc + 1;
+  int64_t pf_next = 0, pf_done = 0;
+  for (int64_t k = 0; k < kc; ++k) {
+    if (k == pf_next && pf_done < pf_lines) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
+      ++pf_done;
+      pf_next += pf_every;
+    }
+    const __m256 b0 = _mm256_load_ps(b + k * kNr);
+    const __m256 b1 = _mm256_load_ps(b + k * kNr + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i * lda + k);
+      lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
+    }
+  }
+  if (last) {
+    const __m256 scale = _mm256_set1_ps(alpha);
+    __m256 bias0 = _mm256_setzero_ps(), bias1 = _mm256_setzero_ps();
+    if (bias != nullptr) {
+      const __m256 bscale = _mm256_set1_ps(beta);
+      bias0 = _mm256_mul_ps(_mm256_maskload_ps(bias, m0), bscale);
+      bias1 = _mm256_mul_ps(_mm256_maskload_ps(bias + 8, m1), bscale);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      lo[i] = _mm256_fmadd_ps(lo[i], scale, bias0);
+      hi[i] = _mm256_fmadd_ps(hi[i], scale, bias1);
+      if constexpr (kSilu) {
+        lo[i] = simd::Silu(lo[i]);
+        hi[i] = simd::Silu(hi[i]);
+      }
+    }
+  }
+  for (; pf_done < pf_lines; ++pf_done) {
+    _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    if (full) {
+      _mm256_storeu_ps(c + i * ldc, lo[i]);
+      _mm256_storeu_ps(c + i * ldc + 8, hi[i]);
+    } else {
+      _mm256_maskstore_ps(c + i * ldc, m0, lo[i]);
+      _mm256_maskstore_ps(c + i * ldc + 8, m1, hi[i]);
+    }
+  }
+}
+
+using KernelAvx2Fn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, bool,
+                              const float*, float, float, int64_t, const float*, int64_t);
+template <bool kSilu>
+constexpr std::array<KernelAvx2Fn, kMrMaxAvx2 + 1> KernelAvx2Table() {
+  return {nullptr,
+          KernelAvx2<1, kSilu>,
+          KernelAvx2<2, kSilu>,
+          KernelAvx2<3, kSilu>,
+          KernelAvx2<4, kSilu>,
+          KernelAvx2<5, kSilu>,
+          KernelAvx2<6, kSilu>};
+}
+constexpr std::array<KernelAvx2Fn, kMrMaxAvx2 + 1> kKernelsAvx2[2] = {KernelAvx2Table<false>(),
+                                                                      KernelAvx2Table<true>()};
+
 // Panels [p0, p1) of the output for all m rows.
 //
 // At serving row counts the weights do not stay in cache from one call to the next (ViT-B/32: 340 MB), so each
@@ -122,9 +218,14 @@ __mmask16 ColumnMask(int64_t columns) {
 // 27 ms with one layer's weights (cache-resident) reused. So while a slice is multiplied, its row blocks prefetch
 // the slice that comes next (the next panel at this depth, else the part's first panel one depth further) into
 // L2, spread evenly over their k loops: 30 ms, 1.4× faster (docs/benchmarks.md).
+//
+// With `avx2`, each panel is two halves of 16 columns (KernelAvx2), each half taking its row blocks in turn; the
+// next slice's prefetch is spread over all of them.
 void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, const float* bias, float alpha,
-                float beta, bool silu, float* c, int64_t p0, int64_t p1) {
+                float beta, bool silu, bool avx2, float* c, int64_t p0, int64_t p1) {
   const auto& kernels = kKernels[silu ? 1 : 0];
+  const auto& kernels_avx2 = kKernelsAvx2[silu ? 1 : 0];
+  const int64_t mr_max = avx2 ? kMrMaxAvx2 : kMrMax;
   const int64_t k = w.columns(), n = w.rows();
   for (int64_t k0 = 0; k0 < k; k0 += kKc) {
     const int64_t kc = std::min(kKc, k - k0);
@@ -133,7 +234,7 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
     const int64_t passes = (m + kMc - 1) / kMc;
     for (int64_t pass = 0, r0 = 0; pass < passes; ++pass) {
       const int64_t mc = m * (pass + 1) / passes - m * pass / passes;
-      const int64_t blocks = (mc + kMrMax - 1) / kMrMax;
+      const int64_t blocks = (mc + mr_max - 1) / mr_max;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t col = p * kNr, cols = std::min(kNr, n - col);
         const __mmask16 m0 = ColumnMask(cols), m1 = ColumnMask(std::max<int64_t>(cols - 16, 0));
@@ -146,13 +247,31 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
         } else if (k0 + kc < k) {
           next = w.panel(p0) + (k0 + kc) * kNr, next_lines = std::min(kKc, k - k0 - kc) * kNr / kLineFloats;
         }
-        int64_t r = r0;
-        for (int64_t block = 0; block < blocks; ++block) {
-          const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
-          const int64_t l0 = next_lines * block / blocks, l1 = next_lines * (block + 1) / blocks;
-          kernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0, m1,
-                         next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
-          r += rows;
+        if (!avx2) {
+          int64_t r = r0;
+          for (int64_t block = 0; block < blocks; ++block) {
+            const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
+            const int64_t l0 = next_lines * block / blocks, l1 = next_lines * (block + 1) / blocks;
+            kernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0,
+                           m1, next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
+            r += rows;
+          }
+          continue;
+        }
+        const int halves = cols > 16 ? 2 : 1;
+        const int64_t calls = halves * blocks;
+        for (int half = 0; half < halves; ++half) {
+          int64_t r = r0;
+          for (int64_t block = 0; block < blocks; ++block) {
+            const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
+            const int64_t call = half * blocks + block;
+            const int64_t l0 = next_lines * call / calls, l1 = next_lines * (call + 1) / calls;
+            kernels_avx2[rows](a + r * lda + k0, lda, b + half * 16, kc, c + r * n + col + half * 16, n, first,
+                               last, bias_p == nullptr ? nullptr : bias_p + half * 16, alpha, beta,
+                               std::min<int64_t>(cols - half * 16, 16),
+                               next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
+            r += rows;
+          }
         }
       }
       r0 += mc;
@@ -179,22 +298,79 @@ PackedWeight::PackedWeight(const at::Tensor& weight) : n_(weight.size(0)), k_(we
   data_ = padded.view({panels(), kPanelWidth, k_}).permute({0, 2, 1}).contiguous();
 }
 
-bool PackedGemmAvailable() {
-#ifdef CLIPSERVE_SIMD_X86
-  static const bool available = [] {
-    const char* env = std::getenv("CLIPSERVE_PACKED_GEMM");
-    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-    return simd::HasAvx512f();
-  }();
-  return available;
-#else
+namespace {
+
+bool Supported(PackedIsa isa) {
+  switch (isa) {
+    case PackedIsa::kNone:
+      return true;
+    case PackedIsa::kAvx2:
+      return simd::HasAvx2Fma();
+    case PackedIsa::kAvx512:
+      return simd::HasAvx512f();
+  }
   return false;
+}
+
+std::atomic<PackedIsa>& CurrentIsa() {
+  static std::atomic<PackedIsa> isa{[] {
+#ifdef CLIPSERVE_SIMD_X86
+    const char* env = std::getenv("CLIPSERVE_PACKED_GEMM");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return PackedIsa::kNone;
+    if (env != nullptr && std::strcmp(env, "avx2") == 0) {
+      return simd::HasAvx2Fma() ? PackedIsa::kAvx2 : PackedIsa::kNone;
+    }
+    if (simd::HasAvx512f()) return PackedIsa::kAvx512;
+    if (simd::HasAvx2Fma()) return PackedIsa::kAvx2;
 #endif
+    return PackedIsa::kNone;
+  }()};
+  return isa;
+}
+
+}  // namespace
+
+PackedIsa PackedGemmIsa() { return CurrentIsa().load(std::memory_order_relaxed); }
+
+bool PackedGemmAvailable() { return PackedGemmIsa() != PackedIsa::kNone; }
+
+int64_t PackedLinearMaxRows() {
+  switch (PackedGemmIsa()) {
+    case PackedIsa::kNone:
+      return 0;
+    case PackedIsa::kAvx2:
+      return kPackedLinearMaxRowsAvx2;
+    case PackedIsa::kAvx512:
+      return kPackedLinearMaxRows;
+  }
+  return 0;
+}
+
+bool SetPackedGemmIsa(PackedIsa isa) {
+#ifndef CLIPSERVE_SIMD_X86
+  if (isa != PackedIsa::kNone) return false;
+#endif
+  if (!Supported(isa)) return false;
+  CurrentIsa().store(isa, std::memory_order_relaxed);
+  return true;
+}
+
+const char* PackedIsaName(PackedIsa isa) {
+  switch (isa) {
+    case PackedIsa::kNone:
+      return "none";
+    case PackedIsa::kAvx2:
+      return "avx2";
+    case PackedIsa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
 }
 
 at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha,
                         double beta, Epilogue epilogue) {
-  TORCH_CHECK(PackedGemmAvailable(), "PackedLinear: the packed GEMM is not available on this CPU");
+  const PackedIsa isa = PackedGemmIsa();
+  TORCH_CHECK(isa != PackedIsa::kNone, "PackedLinear: the packed GEMM is not available on this CPU");
   TORCH_CHECK(x.dim() == 2 && x.is_cpu() && x.scalar_type() == at::kFloat && x.size(1) == weight.columns(),
               "PackedLinear expects float32 CPU x [M, ", weight.columns(), "], got ", x.scalar_type(), x.sizes());
   TORCH_CHECK(!bias.defined() || (bias.numel() == weight.rows() && bias.scalar_type() == at::kFloat),
@@ -217,6 +393,7 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
   const bool by_rows = m >= kSplitRowsFrom;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   const int64_t parts = std::min<int64_t>(threads, by_rows ? (m + kMrMax - 1) / kMrMax : panels);
+  const bool avx2 = isa == PackedIsa::kAvx2;
   // Raw pointers only inside the pool: no tensor (and so no autograd or inference-mode state) is touched there.
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
@@ -224,7 +401,7 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
       const int64_t r0 = by_rows ? m * part / parts : 0, r1 = by_rows ? m * (part + 1) / parts : m;
       const int64_t p0 = by_rows ? 0 : panels * part / parts, p1 = by_rows ? panels : panels * (part + 1) / parts;
       GemmPanels(a_ptr + r0 * lda, lda, r1 - r0, weight, bias_ptr, static_cast<float>(alpha),
-                 static_cast<float>(beta), epilogue == Epilogue::kSilu, out_ptr + r0 * n, p0, p1);
+                 static_cast<float>(beta), epilogue == Epilogue::kSilu, avx2, out_ptr + r0 * n, p0, p1);
     }
   });
   return out;

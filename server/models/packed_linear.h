@@ -1,4 +1,5 @@
-// Inference projections with weights packed once, ahead of time, for clipserve's own AVX-512 GEMM kernel.
+// Inference projections with weights packed once, ahead of time, for clipserve's own GEMM kernels (AVX-512, or
+// AVX2 + FMA on CPUs without it).
 //
 // Linear() hands every projection to BLAS, which re-packs the whole weight matrix on every call. For the row
 // counts of interactive serving (a batch-1 ViT-B/32 image is 50 rows) that packing costs as much as the
@@ -6,8 +7,8 @@
 // batch-1 image tower's GEMMs. A PackedWeight holds the matrix already in the kernel's layout (32-column
 // panels, k-major), so a call only streams it.
 //
-// Used on CPU float32 without autograd (inference), where the CPU has AVX-512F; everything else (autograd,
-// CUDA, other dtypes, CPUs without AVX-512, CLIPSERVE_PACKED_GEMM=0) takes Linear(). The packed copy is a
+// Used on CPU float32 without autograd (inference), where the CPU has AVX-512F or AVX2 with FMA; everything else
+// (autograd, CUDA, other dtypes, older CPUs, CLIPSERVE_PACKED_GEMM=0) takes Linear(). The packed copy is a
 // second copy of the weights: packing is opt-in per model (ClipModelOptions::prepack_cpu_weights).
 #pragma once
 
@@ -40,14 +41,33 @@ class PackedWeight {
 // 4 % slower with one pass over all rows and even with 192-row passes; docs/benchmarks.md), so Linear() hands
 // larger inputs to BLAS even when a packed copy exists.
 constexpr int64_t kPackedLinearMaxRows = 512;
+// The AVX2 kernel's limit: one ViT-B/32 MLP projection (768 → 3072) on the 2-core AVX2 machine (EPYC, no
+// AVX-512), packed against BLAS: 2.9× faster at 1 row, 2.1× at 12, 1.27× at 50, even at 100, 0.79× at 200
+// (`BM_ProjectionRows`); whole towers with a limit of 96: batch-1 image (50 rows) 1.05×, a 77-token text 0.91×
+// (docs/benchmarks.md). Its 6-row, 16-column blocks reuse each loaded weight half as often as the AVX-512
+// kernel's 12 × 32, so BLAS overtakes it sooner.
+constexpr int64_t kPackedLinearMaxRowsAvx2 = 64;
+// The row limit of the kernel PackedGemmIsa() names (0 where none runs).
+int64_t PackedLinearMaxRows();
 
 // What a projection applies to its result before storing it. kSilu: silu(y) = y · sigmoid(y), which with
 // alpha = beta = 1.702 on fc1 and 1/1.702 on fc2 gives CLIP's quick_gelu (clip_model.cc).
 enum class Epilogue { kNone, kSilu };
 
-// True when this process can run the packed kernel: the CPU has AVX-512F and CLIPSERVE_PACKED_GEMM is not
-// "0" (read once).
+// The kernel family PackedLinear runs. At start-up: AVX-512F where the CPU has it, else AVX2 with FMA, else none;
+// CLIPSERVE_PACKED_GEMM=0 turns the packed path off and CLIPSERVE_PACKED_GEMM=avx2 picks AVX2 on an AVX-512 CPU
+// (to measure it there). Both families read the same PackedWeight layout.
+enum class PackedIsa { kNone, kAvx2, kAvx512 };
+PackedIsa PackedGemmIsa();
+const char* PackedIsaName(PackedIsa isa);  // "none", "avx2", "avx512"
+
+// True when this process can run the packed kernel: PackedGemmIsa() is not kNone.
 bool PackedGemmAvailable();
+
+// Tests and benchmarks: run `isa` from now on; false (and no change) where this CPU cannot. Models are prepacked
+// only while the packed GEMM is available, so turning it off (kNone) under a prepacked model sends that model's
+// projections to BLAS.
+bool SetPackedGemmIsa(PackedIsa isa);
 
 // y = epilogue(alpha · x · Wᵀ + beta · b) for x float32 CPU [M, K] (any row stride, unit column stride), bias
 // [N] or undefined; the epilogue runs in registers before the store. Shares the work over torch's intra-op pool

@@ -1,7 +1,8 @@
 // Vectorised float math for clipserve's own CPU kernels (the packed GEMM's epilogue, attention's softmax).
 //
-// The functions carry target("avx512f") and are inlined into callers with the same target; callers check
-// HasAvx512f() once and keep a portable path beside them. The build itself stays baseline x86-64.
+// The functions carry target("avx512f") (16 floats, __m512) or target("avx2,fma") (8 floats, __m256, for CPUs
+// without AVX-512) and are inlined into callers with the same target; callers check HasAvx512f() or HasAvx2Fma()
+// once and keep a portable path beside them. The build itself stays baseline x86-64.
 #pragma once
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -15,6 +16,16 @@ namespace clipserve::simd {
 inline bool HasAvx512f() {
 #ifdef CLIPSERVE_SIMD_X86
   static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+
+// True when the CPU runs AVX2 and FMA (read once).
+inline bool HasAvx2Fma() {
+#ifdef CLIPSERVE_SIMD_X86
+  static const bool has = __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0;
   return has;
 #else
   return false;
@@ -52,6 +63,34 @@ __attribute__((target("avx512f"))) inline __m512 Exp(__m512 x) {
 __attribute__((target("avx512f"))) inline __m512 Silu(__m512 x) {
   const __m512 e = Exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+// e^x for 8 floats, AVX2: the same reduction and polynomial as the AVX-512 Exp above, scaled by 2^n built in
+// the exponent bits (AVX2 has no vscalefps, so no denormal results): inputs are clamped to [-87, 88], where n
+// stays in [-126, 127]. Within 2 ulp of expf there; below -87 it gives e^-87 ≈ 1.6e-38 rather than a denormal
+// or 0, above 88 e^88 ≈ 1.7e38.
+__attribute__((target("avx2,fma"))) inline __m256 Exp(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+// silu(x) = x / (1 + e^-x) for 8 floats, AVX2.
+__attribute__((target("avx2,fma"))) inline __m256 Silu(__m256 x) {
+  const __m256 e = Exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
 #endif  // CLIPSERVE_SIMD_X86
