@@ -97,7 +97,8 @@ BENCHMARK(BM_Sgemm1024)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealT
 // One ViT-B/32 MLP projection (fc1: 768 → 3072, bias, silu epilogue) at R rows through each GEMM path: BLAS
 // (Linear() over torch's pool; `kernel:0`), the packed GEMM's AVX2 kernel (`kernel:1`) and its AVX-512 kernel
 // (`kernel:2`; each skipped where the CPU lacks it). Eight distinct weight matrices (75 MB) take turns, so the
-// weights stream from memory as in a tower. Where each path wins decides each kernel's row limit (PackedLinearMaxRows()).
+// weights stream from memory as in a tower. Where each path wins decides each kernel's row limit
+// (PackedLinearMaxRows()).
 void BM_ProjectionRows(benchmark::State& state) {
   Model();
   const int64_t rows = state.range(0);

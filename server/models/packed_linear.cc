@@ -33,6 +33,31 @@ constexpr int64_t kSplitRowsFrom = 200;
 
 #ifdef CLIPSERVE_SIMD_X86
 
+// A kernel's share of the next weight slice, `lines` cache lines from `pf`, prefetched into L2 spread evenly over
+// its k loop of kc steps (Step(k) each step), and what is left when there are more lines than steps (a block
+// alone on a panel) at once after the loop (Rest()). (Issuing several per step inside the k loop instead, with an
+// inner while loop, made the batch-1 tower GEMMs 45 % slower: 44 against 30 ms.)
+class SpreadPrefetch {
+ public:
+  SpreadPrefetch(const float* pf, int64_t lines, int64_t kc)
+      : pf_(pf), lines_(lines), every_(lines > 0 ? std::max<int64_t>(1, kc / lines) : kc + 1) {}
+  void Step(int64_t k) {
+    if (k == next_ && done_ < lines_) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf_ + done_ * kLineFloats), _MM_HINT_T1);
+      ++done_;
+      next_ += every_;
+    }
+  }
+  void Rest() {
+    for (; done_ < lines_; ++done_) _mm_prefetch(reinterpret_cast<const char*>(pf_ + done_ * kLineFloats), _MM_HINT_T1);
+  }
+
+ private:
+  const float* const pf_;
+  const int64_t lines_, every_;
+  int64_t next_ = 0, done_ = 0;
+};
+
 // One row block × one panel over kc depth: c[0..MR) × [0..32) (+)= a[0..MR) × b. On the first pass the
 // accumulators start at zero, on later passes from c; on the last pass alpha and beta · bias are applied before
 // the store. m0/m1 mask the panel's columns past N. Spread over the k loop, the kernel prefetches `pf_lines`
@@ -53,14 +78,9 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
       hi[i] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);
     }
   }
-  const int64_t pf_every = pf_lines > 0 ? std::max<int64_t>(1, kc / pf_lines) : kc + 1;
-  int64_t pf_next = 0, pf_done = 0;
+  SpreadPrefetch prefetch(pf, pf_lines, kc);
   for (int64_t k = 0; k < kc; ++k) {
-    if (k == pf_next && pf_done < pf_lines) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
-      ++pf_done;
-      pf_next += pf_every;
-    }
+    prefetch.Step(k);
     const __m512 b0 = _mm512_load_ps(b + k * kNr);
     const __m512 b1 = _mm512_load_ps(b + k * kNr + 16);
 #pragma GCC unroll 16
@@ -88,11 +108,7 @@ __attribute__((target("avx512f"))) void Kernel(const float* a, int64_t lda, cons
       }
     }
   }
-  // More lines than k steps (a block alone on a panel): the rest at once. (Issuing several per step inside the
-  // k loop instead, with an inner while loop, made the batch-1 tower GEMMs 45 % slower: 44 against 30 ms.)
-  for (; pf_done < pf_lines; ++pf_done) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
-  }
+  prefetch.Rest();
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
     _mm512_mask_storeu_ps(c + i * ldc, m0, lo[i]);
@@ -145,14 +161,9 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* a, int64_t lda,
       hi[i] = _mm256_maskload_ps(c + i * ldc + 8, m1);
     }
   }
-  const int64_t pf_every = pf_lines > 0 ? std::max<int64_t>(1, kc / pf_lines) : kc + 1;
-  int64_t pf_next = 0, pf_done = 0;
+  SpreadPrefetch prefetch(pf, pf_lines, kc);
   for (int64_t k = 0; k < kc; ++k) {
-    if (k == pf_next && pf_done < pf_lines) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
-      ++pf_done;
-      pf_next += pf_every;
-    }
+    prefetch.Step(k);
     const __m256 b0 = _mm256_load_ps(b + k * kNr);
     const __m256 b1 = _mm256_load_ps(b + k * kNr + 8);
 #pragma GCC unroll 8
@@ -180,9 +191,7 @@ __attribute__((target("avx2,fma"))) void KernelAvx2(const float* a, int64_t lda,
       }
     }
   }
-  for (; pf_done < pf_lines; ++pf_done) {
-    _mm_prefetch(reinterpret_cast<const char*>(pf + pf_done * kLineFloats), _MM_HINT_T1);
-  }
+  prefetch.Rest();
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     if (full) {
