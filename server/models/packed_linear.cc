@@ -256,18 +256,8 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
         } else if (k0 + kc < k) {
           next = w.panel(p0) + (k0 + kc) * kNr, next_lines = std::min(kKc, k - k0 - kc) * kNr / kLineFloats;
         }
-        if (!avx2) {
-          int64_t r = r0;
-          for (int64_t block = 0; block < blocks; ++block) {
-            const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
-            const int64_t l0 = next_lines * block / blocks, l1 = next_lines * (block + 1) / blocks;
-            kernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0,
-                           m1, next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
-            r += rows;
-          }
-          continue;
-        }
-        const int halves = cols > 16 ? 2 : 1;
+        // AVX-512 takes the whole panel per call, AVX2 each 16-column half in turn (KernelAvx2).
+        const int halves = avx2 && cols > 16 ? 2 : 1;
         const int64_t calls = halves * blocks;
         for (int half = 0; half < halves; ++half) {
           int64_t r = r0;
@@ -275,10 +265,15 @@ void GemmPanels(const float* a, int64_t lda, int64_t m, const PackedWeight& w, c
             const int64_t rows = mc * (block + 1) / blocks - mc * block / blocks;
             const int64_t call = half * blocks + block;
             const int64_t l0 = next_lines * call / calls, l1 = next_lines * (call + 1) / calls;
-            kernels_avx2[rows](a + r * lda + k0, lda, b + half * 16, kc, c + r * n + col + half * 16, n, first,
-                               last, bias_p == nullptr ? nullptr : bias_p + half * 16, alpha, beta,
-                               std::min<int64_t>(cols - half * 16, 16),
-                               next == nullptr ? nullptr : next + l0 * kLineFloats, l1 - l0);
+            const float* pf = next == nullptr ? nullptr : next + l0 * kLineFloats;
+            if (avx2) {
+              kernels_avx2[rows](a + r * lda + k0, lda, b + half * 16, kc, c + r * n + col + half * 16, n, first,
+                                 last, bias_p == nullptr ? nullptr : bias_p + half * 16, alpha, beta,
+                                 std::min<int64_t>(cols - half * 16, 16), pf, l1 - l0);
+            } else {
+              kernels[rows](a + r * lda + k0, lda, b, kc, c + r * n + col, n, first, last, bias_p, alpha, beta, m0,
+                             m1, pf, l1 - l0);
+            }
             r += rows;
           }
         }
