@@ -75,6 +75,34 @@ absl::StatusOr<at::Tensor> EmbedTexts(const clip::ClipBundle& bundle, const std:
   return t / t.norm(2, -1, true);
 }
 
+// The zero-shot classes: every (colour, shape) pair, colour-major, and its prompt shapes::ZeroShotPrompt.
+struct ZeroShotClasses {
+  std::vector<Label> pairs;
+  std::vector<std::string> prompts;
+
+  ZeroShotClasses(const std::vector<shapes::Colour>& colours, const std::vector<shapes::Shape>& shapes) {
+    for (shapes::Colour c : colours) {
+      for (shapes::Shape s : shapes) {
+        pairs.push_back({c, s});
+        prompts.push_back(shapes::ZeroShotPrompt(c, s));
+      }
+    }
+  }
+  int64_t IndexOf(const Label& l) const {
+    const auto it = std::find_if(pairs.begin(), pairs.end(),
+                                 [&](const Label& p) { return p.colour == l.colour && p.shape == l.shape; });
+    return it - pairs.begin();
+  }
+  // For unit image embeddings [N, D] and the prompts' unit embeddings [P, D]: each image's nearest pair.
+  std::vector<Label> Nearest(const at::Tensor& image, const at::Tensor& text) const {
+    const at::Tensor predicted = at::mm(image, text.t()).argmax(1).contiguous();
+    const int64_t* p = predicted.data_ptr<int64_t>();
+    std::vector<Label> labels;
+    for (int64_t i = 0; i < predicted.size(0); ++i) labels.push_back(pairs[p[i]]);
+    return labels;
+  }
+};
+
 // Zero-shot classification (call inside inference mode and CatchTorchErrors): for each picture, the pair among
 // colours × shapes whose prompt shapes::ZeroShotPrompt is nearest to it; the pictures are embedded as
 // EmbedImages does (with `cutouts`, after generation's cutout augmentations drawn from `generator`).
@@ -83,64 +111,41 @@ absl::StatusOr<std::vector<Label>> PredictLabels(const clip::ClipBundle& bundle,
                                                  const std::vector<shapes::Shape>& shapes, int batch_size,
                                                  const std::optional<generation::CutoutOptions>& cutouts,
                                                  at::Generator& generator) {
-  std::vector<Label> pairs;
-  std::vector<std::string> prompts;
-  for (shapes::Colour c : colours) {
-    for (shapes::Shape s : shapes) {
-      pairs.push_back({c, s});
-      prompts.push_back(shapes::ZeroShotPrompt(c, s));
-    }
-  }
-  std::vector<Label> labels;
-  if (images.empty()) return labels;
-  CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(bundle, prompts));
+  if (images.empty()) return std::vector<Label>{};
+  const ZeroShotClasses classes(colours, shapes);
+  CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor text, EmbedTexts(bundle, classes.prompts));
   CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor image, EmbedImages(bundle, images, batch_size, cutouts, generator));
-  const at::Tensor predicted = at::mm(image, text.t()).argmax(1).contiguous();
-  const int64_t* p = predicted.data_ptr<int64_t>();
-  for (int64_t i = 0; i < predicted.size(0); ++i) labels.push_back(pairs[p[i]]);
-  return labels;
+  return classes.Nearest(image, text);
 }
 
 // PredictLabels on the pictures after a PGD attack (EvalOptions::attack) against each one's true pair, `truth`.
-// Runs autograd: call outside inference mode (inside CatchTorchErrors).
+// Call under no-grad, outside inference mode (the attack turns autograd on for itself), inside CatchTorchErrors.
 absl::StatusOr<std::vector<Label>> AttackedLabels(const clip::ClipBundle& bundle, const std::vector<cv::Mat>& images,
                                                   const std::vector<Label>& truth,
                                                   const std::vector<shapes::Colour>& colours,
                                                   const std::vector<shapes::Shape>& shapes, int batch_size,
                                                   const EvalOptions::Attack& attack, at::Generator& generator) {
-  std::vector<std::string> prompts;
-  for (shapes::Colour c : colours) {
-    for (shapes::Shape s : shapes) prompts.push_back(shapes::ZeroShotPrompt(c, s));
-  }
-  const auto index_of = [&](const Label& l) -> int64_t {
-    const auto c = std::find(colours.begin(), colours.end(), l.colour) - colours.begin();
-    const auto s = std::find(shapes.begin(), shapes.end(), l.shape) - shapes.begin();
-    return static_cast<int64_t>(c * shapes.size() + s);
-  };
-  at::Tensor text;
-  {
-    at::NoGradGuard no_grad;
-    CLIPSERVE_ASSIGN_OR_RETURN(text, EmbedTexts(bundle, prompts));
-  }
+  if (images.empty()) return std::vector<Label>{};
+  const ZeroShotClasses classes(colours, shapes);
+  CLIPSERVE_ASSIGN_OR_RETURN(const at::Tensor text, EmbedTexts(bundle, classes.prompts));
   const double scale = bundle.model->logit_scale().exp().item<double>();
-  std::vector<Label> labels;
+  std::vector<at::Tensor> parts;
   for (size_t start = 0; start < images.size(); start += batch_size) {
     const size_t n = std::min(images.size() - start, static_cast<size_t>(batch_size));
     CLIPSERVE_ASSIGN_OR_RETURN(at::Tensor pixels, Pixels(bundle, images, start, n));
     at::Tensor targets = at::zeros({static_cast<int64_t>(n), text.size(0)});
-    for (size_t i = 0; i < n; ++i) targets[static_cast<int64_t>(i)][index_of(truth[start + i])] = 1;
-    const at::Tensor moved =
-        train::AdversarialPixels(*bundle.model, pixels, text, targets, scale, bundle.preprocess, attack.epsilon,
-                                 attack.steps, at::ones({static_cast<int64_t>(n)}, at::kBool), generator);
-    at::NoGradGuard no_grad;
-    at::Tensor image = bundle.model->EncodeImage(moved);
-    const at::Tensor predicted = at::mm(image / image.norm(2, -1, true), text.t()).argmax(1).contiguous();
-    for (int64_t i = 0; i < predicted.size(0); ++i) {
-      const int64_t k = predicted.data_ptr<int64_t>()[i];
-      labels.push_back({colours[k / shapes.size()], shapes[k % shapes.size()]});
+    for (size_t i = 0; i < n; ++i) targets[static_cast<int64_t>(i)][classes.IndexOf(truth[start + i])] = 1;
+    at::Tensor moved;
+    {
+      at::AutoGradMode grad(true);
+      moved = train::AdversarialPixels(*bundle.model, pixels, text, targets, scale, bundle.preprocess,
+                                       attack.epsilon, attack.steps, at::ones({static_cast<int64_t>(n)}, at::kBool),
+                                       generator);
     }
+    parts.push_back(bundle.model->EncodeImage(moved));
   }
-  return labels;
+  const at::Tensor image = at::cat(parts);
+  return classes.Nearest(image / image.norm(2, -1, true), text);
 }
 
 absl::StatusOr<shapes::SceneSampler*> MakeSampler(uint64_t seed, int image_size,
@@ -192,7 +197,6 @@ absl::Status EvaluateClip(const EvalOptions& options, EvalResult* result) {
     if (options.attack.has_value()) {
       std::vector<Label> truth;
       for (const shapes::Scene& scene : scenes) truth.push_back({scene.colour, scene.shape});
-      at::AutoGradMode grad(true);
       CLIPSERVE_ASSIGN_OR_RETURN(predicted, AttackedLabels(*bundle, images, truth, sampler->colours(),
                                                            sampler->shapes(), options.batch_size, *options.attack,
                                                            generator));
