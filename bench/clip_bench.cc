@@ -6,6 +6,7 @@
 // The tower FLOP/s are compared with the best of the BM_Sgemm1024 variants (docs/benchmarks.md).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -227,6 +228,44 @@ BENCHMARK(BM_ClipImageBlockOps)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime()
     ->MinTime(1.0);
+
+// Inference attention per softmax kernel family (isa: 0 portable expf, 1 AVX2, 2 AVX-512; a family this CPU lacks
+// is skipped), 8 sequences as ViT-B/32 has them: an image's 50 tokens in 12 heads of 64, a full-context text's 77
+// (causal) in 8 heads of 64; `whole` 0 the softmax alone over the score matrices (copied in fresh each iteration,
+// the same copy for every family), 1 the whole SelfAttention.
+void BM_AttentionSoftmax(benchmark::State& state) {
+  const int len = static_cast<int>(state.range(0));
+  const auto isa = static_cast<simd::Isa>(state.range(1));
+  const bool whole = state.range(2) != 0, causal = len == 77;
+  const simd::Isa before = AttentionSoftmaxIsa();
+  if (!SetAttentionSoftmaxIsa(isa)) {
+    state.SkipWithError("this CPU does not run the kernel family");
+    return;
+  }
+  constexpr int kBatch = 8;
+  const int heads = causal ? 8 : 12;
+  const at::Tensor scores = at::randn({kBatch * heads, len, len}) * 3.0;
+  const at::Tensor qkv = at::randn({kBatch * len, 3 * heads * 64});
+  std::vector<float> work(scores.numel());
+  c10::InferenceMode guard;
+  for (auto _ : state) {
+    if (whole) {
+      benchmark::DoNotOptimize(SelfAttention(qkv, kBatch, len, heads, causal).data_ptr());
+    } else {
+      std::copy_n(scores.data_ptr<float>(), scores.numel(), work.data());
+      for (int m = 0; m < kBatch * heads; ++m) AttentionSoftmaxRows(work.data() + m * len * len, len, causal);
+      benchmark::DoNotOptimize(work.data());
+    }
+  }
+  state.SetLabel(simd::IsaName(isa));
+  SetAttentionSoftmaxIsa(before);
+}
+BENCHMARK(BM_AttentionSoftmax)
+    ->ArgsProduct({{50, 77}, {0, 1, 2}, {0, 1}})
+    ->ArgNames({"tokens", "isa", "whole"})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime()
+    ->MinTime(0.5);
 
 // Attention forward and backward under autograd (training; generation back-propagating into the picture), 8
 // sequences of 12 heads of 64, at ViT-B/32's, ViT-B/16's and ViT-L/14's token counts, with BLAS on one thread

@@ -111,6 +111,53 @@ __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, boo
     for (int j = n; j < len; ++j) row[j] = 0.0f;
   }
 }
+
+__attribute__((target("avx2,fma"))) float HorizontalMax(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  return *std::max_element(lanes, lanes + 8);
+}
+__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  float sum = 0.0f;
+  for (float x : lanes) sum += x;
+  return sum;
+}
+
+// SoftmaxRowsAvx512 for CPUs without AVX-512: 8 entries at a time, the tail of a row through AVX2's masked
+// loads and stores (vmaskmovps, which do not touch the masked-off memory).
+__attribute__((target("avx2,fma"))) void SoftmaxRowsAvx2(float* s, int len, bool causal) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int i = 0; i < len; ++i) {
+    float* row = s + static_cast<ptrdiff_t>(i) * len;
+    const int n = causal ? i + 1 : len;
+    const int full = n - n % 8;
+    const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - full), lane);
+    const __m256 tail_mask = _mm256_castsi256_ps(tail);
+    __m256 max = neg_inf;
+    for (int j = 0; j < full; j += 8) max = _mm256_max_ps(max, _mm256_loadu_ps(row + j));
+    if (full < n) max = _mm256_max_ps(max, _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(row + full, tail), tail_mask));
+    const __m256 row_max = _mm256_set1_ps(HorizontalMax(max));
+    __m256 sum = _mm256_setzero_ps();
+    for (int j = 0; j < full; j += 8) {
+      const __m256 e = simd::Exp(_mm256_sub_ps(_mm256_loadu_ps(row + j), row_max));
+      sum = _mm256_add_ps(sum, e);
+      _mm256_storeu_ps(row + j, e);
+    }
+    if (full < n) {
+      const __m256 e =
+          _mm256_and_ps(simd::Exp(_mm256_sub_ps(_mm256_maskload_ps(row + full, tail), row_max)), tail_mask);
+      sum = _mm256_add_ps(sum, e);
+      _mm256_maskstore_ps(row + full, tail, e);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / HorizontalSum(sum));
+    for (int j = 0; j < full; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inv));
+    if (full < n) _mm256_maskstore_ps(row + full, tail, _mm256_mul_ps(_mm256_maskload_ps(row + full, tail), inv));
+    for (int j = n; j < len; ++j) row[j] = 0.0f;
+  }
+}
 #endif
 
 // One (batch, head): out[L, hd] (row stride ldo) = softmax(scale · q kᵀ) v, where q, k, v are [L, hd] with row
@@ -245,6 +292,10 @@ class SplitAttentionFunction : public torch::autograd::Function<SplitAttentionFu
 };
 
 std::atomic<bool> split_under_autograd{true};
+std::atomic<simd::Isa>& SoftmaxIsa() {
+  static std::atomic<simd::Isa> isa{simd::WidestIsa()};
+  return isa;
+}
 
 }  // namespace
 
@@ -263,10 +314,24 @@ at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int6
 }
 
 void AttentionSoftmaxRows(float* s, int len, bool causal) {
+  switch (SoftmaxIsa().load(std::memory_order_relaxed)) {
 #ifdef CLIPSERVE_SIMD_X86
-  if (simd::HasAvx512f()) return SoftmaxRowsAvx512(s, len, causal);
+    case simd::Isa::kAvx512:
+      return SoftmaxRowsAvx512(s, len, causal);
+    case simd::Isa::kAvx2:
+      return SoftmaxRowsAvx2(s, len, causal);
 #endif
-  SoftmaxRowsScalar(s, len, causal);
+    default:
+      return SoftmaxRowsScalar(s, len, causal);
+  }
+}
+
+simd::Isa AttentionSoftmaxIsa() { return SoftmaxIsa().load(std::memory_order_relaxed); }
+
+bool SetAttentionSoftmaxIsa(simd::Isa isa) {
+  if (!simd::Supports(isa)) return false;
+  SoftmaxIsa().store(isa, std::memory_order_relaxed);
+  return true;
 }
 
 }  // namespace clipserve

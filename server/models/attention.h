@@ -14,6 +14,8 @@
 
 #include <ATen/ATen.h>
 
+#include "server/models/simd_math.h"
+
 namespace clipserve {
 
 at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int64_t heads, bool causal);
@@ -22,8 +24,13 @@ at::Tensor SelfAttention(const at::Tensor& qkv, int64_t batch, int64_t len, int6
 // paths side by side in one process.
 void SetAttentionSplitUnderAutograd(bool enabled);
 
-// The CPU path's softmax: each row of a len × len row-major matrix, in place (AVX-512 where the CPU has it);
-// with `causal`, entries j > i become 0. Reads and writes only the matrix. Exposed for its tests.
+// The CPU path's softmax: each row of a len × len row-major matrix, in place (AVX-512 or AVX2 where the CPU has
+// it); with `causal`, entries j > i become 0. Reads and writes only the matrix. Exposed for its tests.
 void AttentionSoftmaxRows(float* s, int len, bool causal);
+
+// The kernel family of that softmax: the widest this CPU runs. Tests and benchmarks may pick another (kNone: the
+// portable expf loop); false (and no change) where this CPU cannot run it.
+simd::Isa AttentionSoftmaxIsa();
+bool SetAttentionSoftmaxIsa(simd::Isa isa);
 
 }  // namespace clipserve

@@ -304,18 +304,6 @@ PackedWeight::PackedWeight(const at::Tensor& weight) : n_(weight.size(0)), k_(we
 
 namespace {
 
-bool Supported(PackedIsa isa) {
-  switch (isa) {
-    case PackedIsa::kNone:
-      return true;
-    case PackedIsa::kAvx2:
-      return simd::HasAvx2Fma();
-    case PackedIsa::kAvx512:
-      return simd::HasAvx512f();
-  }
-  return false;
-}
-
 std::atomic<PackedIsa>& CurrentIsa() {
   static std::atomic<PackedIsa> isa{[] {
 #ifdef CLIPSERVE_SIMD_X86
@@ -324,10 +312,10 @@ std::atomic<PackedIsa>& CurrentIsa() {
     if (env != nullptr && std::strcmp(env, "avx2") == 0) {
       return simd::HasAvx2Fma() ? PackedIsa::kAvx2 : PackedIsa::kNone;
     }
-    if (simd::HasAvx512f()) return PackedIsa::kAvx512;
-    if (simd::HasAvx2Fma()) return PackedIsa::kAvx2;
-#endif
+    return simd::WidestIsa();
+#else
     return PackedIsa::kNone;
+#endif
   }()};
   return isa;
 }
@@ -351,25 +339,11 @@ int64_t PackedLinearMaxRows() {
 }
 
 bool SetPackedGemmIsa(PackedIsa isa) {
-#ifndef CLIPSERVE_SIMD_X86
-  if (isa != PackedIsa::kNone) return false;
-#endif
-  if (!Supported(isa)) return false;
+  if (!simd::Supports(isa)) return false;
   CurrentIsa().store(isa, std::memory_order_relaxed);
   return true;
 }
 
-const char* PackedIsaName(PackedIsa isa) {
-  switch (isa) {
-    case PackedIsa::kNone:
-      return "none";
-    case PackedIsa::kAvx2:
-      return "avx2";
-    case PackedIsa::kAvx512:
-      return "avx512";
-  }
-  return "unknown";
-}
 
 at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha,
                         double beta, Epilogue epilogue) {

@@ -16,6 +16,8 @@
 
 #include <ATen/ATen.h>
 
+#include "server/models/simd_math.h"
+
 namespace clipserve {
 
 // The kernel's layout of a weight [N, K]: ceil(N / 32) panels, each K rows of 32 floats (zero-padded past N).
@@ -57,9 +59,9 @@ enum class Epilogue { kNone, kSilu };
 // The kernel family PackedLinear runs. At start-up: AVX-512F where the CPU has it, else AVX2 with FMA, else none;
 // CLIPSERVE_PACKED_GEMM=0 turns the packed path off and CLIPSERVE_PACKED_GEMM=avx2 picks AVX2 on an AVX-512 CPU
 // (to measure it there). Both families read the same PackedWeight layout.
-enum class PackedIsa { kNone, kAvx2, kAvx512 };
+using PackedIsa = simd::Isa;
 PackedIsa PackedGemmIsa();
-const char* PackedIsaName(PackedIsa isa);  // "none", "avx2", "avx512"
+inline const char* PackedIsaName(PackedIsa isa) { return simd::IsaName(isa); }  // "none", "avx2", "avx512"
 
 // True when this process can run the packed kernel: PackedGemmIsa() is not kNone.
 bool PackedGemmAvailable();

@@ -32,6 +32,42 @@ inline bool HasAvx2Fma() {
 #endif
 }
 
+// The instruction-set families of clipserve's own kernels (the packed GEMM, attention's softmax): none (the
+// portable path), AVX2 with FMA, AVX-512F.
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+// True when this CPU runs `isa` (kNone always).
+inline bool Supports(Isa isa) {
+  switch (isa) {
+    case Isa::kNone:
+      return true;
+    case Isa::kAvx2:
+      return HasAvx2Fma();
+    case Isa::kAvx512:
+      return HasAvx512f();
+  }
+  return false;
+}
+
+// The widest family this CPU runs.
+inline Isa WidestIsa() {
+  if (HasAvx512f()) return Isa::kAvx512;
+  if (HasAvx2Fma()) return Isa::kAvx2;
+  return Isa::kNone;
+}
+
+inline const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kNone:
+      return "none";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
 #ifdef CLIPSERVE_SIMD_X86
 
 // The constants of both Exp functions below: log2(e); ln 2 split into a high part exact in a few bits and the

@@ -117,8 +117,20 @@ TEST(SelfAttentionBlasThreadsTest, SerialTasksUnderThreadedBlasMatchTorch) {
 // row's tail, past the buffer's end on the last row. (Optimised builds fold that load into a masked vmaxps,
 // which suppresses the fault, so only ASan saw it; unfolded, it could cross into an unmapped page.) Values
 // against torch's softmax, for lengths around the 16-wide vector steps.
-TEST(AttentionSoftmaxRowsTest, StaysInsideTheMatrixAndMatchesTorch) {
-  for (const int len : {1, 3, 5, 15, 16, 17, 31, 33, 50, 77}) {
+// Every kernel family runs (each where the CPU has it), at lengths around the 8- and 16-wide steps.
+class AttentionSoftmaxRowsTest : public ::testing::TestWithParam<simd::Isa> {
+ protected:
+  void SetUp() override {
+    if (!SetAttentionSoftmaxIsa(GetParam())) GTEST_SKIP() << "this CPU does not run " << simd::IsaName(GetParam());
+  }
+  void TearDown() override { SetAttentionSoftmaxIsa(before_); }
+
+ private:
+  const simd::Isa before_ = AttentionSoftmaxIsa();
+};
+
+TEST_P(AttentionSoftmaxRowsTest, StaysInsideTheMatrixAndMatchesTorch) {
+  for (const int len : {1, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 50, 77}) {
     for (const bool causal : {false, true}) {
       const at::Tensor scores = at::randn({len, len}) * 3.0;
       std::vector<float> s(scores.data_ptr<float>(), scores.data_ptr<float>() + scores.numel());
@@ -133,6 +145,28 @@ TEST(AttentionSoftmaxRowsTest, StaysInsideTheMatrixAndMatchesTorch) {
     }
   }
 }
+
+// Scores far below a row's maximum (a masked or saturated logit): their weight is (next to) 0 and the row still
+// sums to 1, in every family — AVX2's Exp stops at e^-87 rather than reaching 0.
+TEST_P(AttentionSoftmaxRowsTest, FarBelowTheMaximumWeighsNothing) {
+  const int len = 19;
+  std::vector<float> s(len * len, -1e4f);
+  for (int i = 0; i < len; ++i) s[i * len + i] = 0.0f;
+
+  AttentionSoftmaxRows(s.data(), len, false);
+
+  for (int i = 0; i < len; ++i) {
+    EXPECT_FLOAT_EQ(s[i * len + i], 1.0f) << "row " << i;
+    for (int j = 0; j < len; ++j) {
+      if (j == i) continue;
+      EXPECT_LT(s[i * len + j], 1e-30f) << "row " << i << " column " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kernels, AttentionSoftmaxRowsTest,
+                         ::testing::Values(simd::Isa::kNone, simd::Isa::kAvx2, simd::Isa::kAvx512),
+                         [](const ::testing::TestParamInfo<simd::Isa>& info) { return simd::IsaName(info.param); });
 
 }  // namespace
 }  // namespace clipserve

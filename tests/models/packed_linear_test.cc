@@ -32,7 +32,6 @@ class ScopedIsa {
 
 // Every test below runs once per kernel family: AVX-512 and AVX2 (each skipped where the CPU lacks it).
 const auto kIsas = ::testing::Values(PackedIsa::kAvx512, PackedIsa::kAvx2);
-std::string IsaName(PackedIsa isa) { return PackedIsaName(isa); }
 
 #define CLIPSERVE_USE_ISA(isa)                                                                      \
   ScopedIsa scoped_isa(isa);                                                                        \
@@ -63,7 +62,7 @@ TEST_P(PackedLinearTest, MatchesAddmm) {
 
 std::string ShapeName(const ::testing::TestParamInfo<PackedLinearTest::ParamType>& info) {
   const auto [m, n, k] = std::get<1>(info.param);
-  return IsaName(std::get<0>(info.param)) + "_" + std::to_string(m) + "x" + std::to_string(n) + "x" +
+  return std::string(PackedIsaName(std::get<0>(info.param))) + "_" + std::to_string(m) + "x" + std::to_string(n) + "x" +
          std::to_string(k);
 }
 
@@ -179,7 +178,8 @@ TEST_P(PackedLinearIsaTest, SiluEpilogueHandlesLargeMagnitudes) {
   EXPECT_LE(RelativeError(y, at::silu(at::addmm(b, x, w.t()))), 1e-6) << y;
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, PackedLinearIsaTest, kIsas, [](const auto& info) { return IsaName(info.param); });
+INSTANTIATE_TEST_SUITE_P(Kernels, PackedLinearIsaTest, kIsas,
+                         [](const auto& info) { return std::string(PackedIsaName(info.param)); });
 
 // Where neither kernel may run, a prepacked projection falls back to BLAS rather than failing.
 TEST(PackedLinear, LinearFallsBackToBlasWhenThePackedGemmIsOff) {
