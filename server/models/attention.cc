@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
+#include <iterator>
 #include <limits>
 #include <vector>
 
@@ -65,15 +67,18 @@ void SoftmaxRowsScalar(float* s, int len, bool causal) {
 }
 
 #ifdef CLIPSERVE_SIMD_X86
-// Horizontal max and sum through memory (GCC 12's _mm512_reduce_* trip -Wmaybe-uninitialized in its own header).
-__attribute__((target("avx512f"))) float HorizontalMax(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
-  return *std::max_element(lanes, lanes + 16);
+// Horizontal max and sum of a vector register's lanes (__m256 or __m512), through memory (GCC 12's
+// _mm512_reduce_* trip -Wmaybe-uninitialized in its own header).
+template <typename V>
+float HorizontalMax(const V& v) {
+  float lanes[sizeof(V) / sizeof(float)];
+  std::memcpy(lanes, &v, sizeof(V));
+  return *std::max_element(std::begin(lanes), std::end(lanes));
 }
-__attribute__((target("avx512f"))) float HorizontalSum(__m512 v) {
-  alignas(64) float lanes[16];
-  _mm512_store_ps(lanes, v);
+template <typename V>
+float HorizontalSum(const V& v) {
+  float lanes[sizeof(V) / sizeof(float)];
+  std::memcpy(lanes, &v, sizeof(V));
   float sum = 0.0f;
   for (float x : lanes) sum += x;
   return sum;
@@ -110,19 +115,6 @@ __attribute__((target("avx512f"))) void SoftmaxRowsAvx512(float* s, int len, boo
     }
     for (int j = n; j < len; ++j) row[j] = 0.0f;
   }
-}
-
-__attribute__((target("avx2,fma"))) float HorizontalMax(__m256 v) {
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, v);
-  return *std::max_element(lanes, lanes + 8);
-}
-__attribute__((target("avx2,fma"))) float HorizontalSum(__m256 v) {
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, v);
-  float sum = 0.0f;
-  for (float x : lanes) sum += x;
-  return sum;
 }
 
 // SoftmaxRowsAvx512 for CPUs without AVX-512: 8 entries at a time, the tail of a row through AVX2's masked
