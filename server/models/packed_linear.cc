@@ -344,7 +344,6 @@ bool SetPackedGemmIsa(PackedIsa isa) {
   return true;
 }
 
-
 at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias, double alpha,
                         double beta, Epilogue epilogue) {
   const PackedIsa isa = PackedGemmIsa();
