@@ -129,6 +129,11 @@ BENCHMARK(BM_GenerationCutouts)->Unit(benchmark::kMillisecond)->UseRealTime();
 void BM_GenerationClipForwardBackward(benchmark::State& state) {
   const GenerationModels* models = ShippedModels();
   if (models == nullptr) return state.SkipWithError("no shapes-world models");
+  const simd::Isa softmax_before = AttentionSoftmaxIsa();
+  if (state.range(1) >= 0 && !SetAttentionSoftmaxIsa(static_cast<simd::Isa>(state.range(1)))) {
+    return state.SkipWithError("this CPU does not run the softmax's kernel family");
+  }
+  state.SetLabel(std::string("softmax ") + simd::IsaName(AttentionSoftmaxIsa()));
   const at::Tensor x = at::rand({32, 3, 64, 64}).set_requires_grad(true);
   SetSplits(state.range(0));
   for (auto _ : state) {
@@ -137,10 +142,18 @@ void BM_GenerationClipForwardBackward(benchmark::State& state) {
     benchmark::DoNotOptimize(e.data_ptr());
   }
   SetSplits(2);
+  SetAttentionSoftmaxIsa(softmax_before);
 }
+// softmax: attention's softmax kernel family (-1 the widest this CPU runs, as the server; 0 expf, 1 AVX2,
+// 2 AVX-512), compared at the server's split.
 BENCHMARK(BM_GenerationClipForwardBackward)
-    ->ArgName("split")
-    ->DenseRange(0, 2)
+    ->ArgNames({"split", "softmax"})
+    ->Args({0, -1})
+    ->Args({1, -1})
+    ->Args({2, -1})
+    ->Args({2, 0})
+    ->Args({2, 1})
+    ->Args({2, 2})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
