@@ -345,6 +345,10 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options) {
           absl::StrCat("cutout option ", name, " is ", value, "; allowed range is (0, ", hi_name, " = ", hi, "]"));
     }
   }
+  if (!(o.noise_min >= 0 && o.noise_min <= o.noise_max)) {
+    return absl::InvalidArgumentError(absl::StrCat("cutout option noise_min is ", o.noise_min,
+                                                   "; allowed range is [0, noise_max = ", o.noise_max, "]"));
+  }
   return absl::OkStatus();
 }
 
@@ -402,7 +406,9 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
   }
   if (o.noise_max > 0) {
     at::Tensor scale = at::empty({total, 1, 1, 1}, at::kDouble);
-    for (int64_t row = 0; row < total; ++row) scale.data_ptr<double>()[row] = o.noise_max * u[row][kNoise];
+    for (int64_t row = 0; row < total; ++row) {
+      scale.data_ptr<double>()[row] = o.noise_min + (o.noise_max - o.noise_min) * u[row][kNoise];
+    }
     batch = batch + Like(scale, batch) * noise.to(batch.device(), batch.scalar_type());
   }
   return upcast ? batch.to(image.scalar_type()) : batch;

@@ -29,7 +29,10 @@ struct CutoutOptions {
   bool augment = true;
   // Probability of each augmentation, drawn independently per cutout and augmentation.
   float augment_probability = 0.7f;
-  // Each cutout gets noise_fac · randn with noise_fac ~ U(0, noise_max) drawn per cutout.
+  // Each cutout gets noise_fac · randn with noise_fac ~ U(noise_min, noise_max) drawn per cutout. The reference
+  // has noise_min 0; a floor above 0 makes every cutout a noisy copy, so that the mean gradient over the cutouts
+  // is that of the CLIP smoothed by Gaussian noise (Cohen et al. 2019's randomized smoothing).
+  float noise_min = 0.0f;
   float noise_max = 0.1f;
   // ColorJitter: brightness, contrast and saturation factors ~ U(1 − x, 1 + x) (torchvision semantics);
   // the hue shift ~ U(−hue, hue) turns of the chroma plane.
@@ -62,7 +65,7 @@ struct CutoutOptions {
 };
 
 // INVALID_ARGUMENT naming the field and its allowed range: cutn in [1, 4096], cut_size in [1, 4096], cut_pow
-// in [0, 100], augment_probability in [0, 1], noise_max in [0, 1], brightness/contrast/saturation in [0, 1],
+// in [0, 100], augment_probability in [0, 1], noise_max in [0, 1], noise_min in [0, noise_max], brightness/contrast/saturation in [0, 1],
 // hue in [0, 0.5], rotation_degrees in [0, 180], translate in [0, 1], shear_degrees in [0, 45],
 // perspective_distortion in [0, 1], 0 < erase_area_min <= erase_area_max <= 1,
 // 0 < erase_aspect_min <= erase_aspect_max <= 100, erase_value in [0, 1], blur_sigma_max in [0, 64]. NaN is

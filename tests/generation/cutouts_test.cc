@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/autograd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <functional>
@@ -93,6 +94,29 @@ TEST(MakeCutoutsTest, FullSizeCutoutWithoutAugmentationIsTheImage) {
   const at::Tensor out = Cutouts(x, o, 9);
   ASSERT_EQ(out.size(0), 6);
   for (int64_t i = 0; i < out.size(0); ++i) EXPECT_TRUE(at::equal(out[i], x[0])) << "cutout " << i;
+}
+
+TEST(MakeCutoutsTest, NoiseScalesAreDrawnBetweenNoiseMinAndNoiseMax) {
+  const at::Tensor x = Image(5);
+  CutoutOptions o = Plain();
+  o.cutn = 64;
+  o.cut_size = 32;
+  o.noise_min = 0.3f;
+  o.noise_max = 0.5f;
+  const at::Tensor noise = Cutouts(x, o, 9) - x;
+  double lowest = 1, highest = 0;
+  for (int64_t i = 0; i < noise.size(0); ++i) {
+    const double sigma = noise[i].std().item<double>();  // 3 072 draws: within ~4 % of the cutout's scale
+    lowest = std::min(lowest, sigma);
+    highest = std::max(highest, sigma);
+  }
+  EXPECT_GT(lowest, 0.3 * 0.85);
+  EXPECT_LT(highest, 0.5 * 1.15);
+  EXPECT_GT(highest - lowest, 0.1);  // the scale varies over the range, not pinned to one end
+  // The same draws as without the floor, only rescaled: noise_min = noise_max pins every scale.
+  o.noise_min = o.noise_max = 0.4f;
+  const at::Tensor pinned = Cutouts(x, o, 9) - x;
+  for (int64_t i = 0; i < pinned.size(0); ++i) EXPECT_NEAR(pinned[i].std().item<double>(), 0.4, 0.4 * 0.15);
 }
 
 TEST(MakeCutoutsTest, UpsamplesWhenTheImageIsSmallerThanCutSize) {
@@ -283,6 +307,9 @@ TEST(ValidateCutoutOptionsTest, RejectsOutOfRangeFieldsNamingThem) {
       {"erase_value", [](CutoutOptions& o) { o.erase_value = 2; }},
       {"blur_sigma_max", [](CutoutOptions& o) { o.blur_sigma_max = -1; }},
       {"blur_sigma_max", [&](CutoutOptions& o) { o.blur_sigma_max = nan; }},
+      {"noise_min", [](CutoutOptions& o) { o.noise_min = 0.2f; }},
+      {"noise_min", [](CutoutOptions& o) { o.noise_min = -0.1f; }},
+      {"noise_min", [&](CutoutOptions& o) { o.noise_min = nan; }},
   };
   for (const auto& [field, mutate] : cases) {
     CutoutOptions o;

@@ -3,7 +3,7 @@
 // --generation_cutouts), so one experiment can set the same augmentations in all three:
 //
 //   --cut_augment_probability  --cut_perspective  --cut_perspective_border  --cut_rotation  --cut_erase_max
-//   --cut_blur
+//   --cut_blur  --cut_noise  --cut_noise_min
 //
 // Their defaults are the server's (generation::CutoutOptions), so the flags and the server cannot drift apart.
 #pragma once
