@@ -113,10 +113,16 @@ TEST(MakeCutoutsTest, NoiseScalesAreDrawnBetweenNoiseMinAndNoiseMax) {
   EXPECT_GT(lowest, 0.3 * 0.85);
   EXPECT_LT(highest, 0.5 * 1.15);
   EXPECT_GT(highest - lowest, 0.1);  // the scale varies over the range, not pinned to one end
-  // The same draws as without the floor, only rescaled: noise_min = noise_max pins every scale.
+  // The same draws as without the floor, only rescaled: noise_min = noise_max pins every scale, and each
+  // cutout's noise points the same way as before.
   o.noise_min = o.noise_max = 0.4f;
   const at::Tensor pinned = Cutouts(x, o, 9) - x;
-  for (int64_t i = 0; i < pinned.size(0); ++i) EXPECT_NEAR(pinned[i].std().item<double>(), 0.4, 0.4 * 0.15);
+  for (int64_t i = 0; i < pinned.size(0); ++i) {
+    EXPECT_NEAR(pinned[i].std().item<double>(), 0.4, 0.4 * 0.15);
+    const double cosine =
+        (pinned[i] * noise[i]).sum().item<double>() / (pinned[i].norm() * noise[i].norm()).item<double>();
+    EXPECT_NEAR(cosine, 1.0, 1e-5) << "cutout " << i;
+  }
 }
 
 TEST(MakeCutoutsTest, UpsamplesWhenTheImageIsSmallerThanCutSize) {
