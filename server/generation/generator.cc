@@ -155,14 +155,7 @@ absl::StatusOr<GenerationModels> GenerationModels::Load(const std::filesystem::p
   return Create(std::move(vq), std::move(clip), std::move(priors), std::move(more_clips));
 }
 
-absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
-  const int64_t f = models.vqgan->downsample_factor();
-  for (const auto& [name, value] : {std::pair<const char*, int>{"width", options.width}, {"height", options.height}}) {
-    if (value < f || value % f != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": ", value, " is not a positive multiple of the VQGAN's factor ", f));
-    }
-  }
+absl::Status ValidateJobSettings(const JobOptions& options) {
   if (options.steps < 1) return absl::InvalidArgumentError(absl::StrCat("steps: ", options.steps, " must be >= 1"));
   if (!(options.learning_rate > 0 && options.learning_rate <= 10)) {
     return absl::InvalidArgumentError(absl::StrCat("learning_rate: ", options.learning_rate, " must be in (0, 10]"));
@@ -171,14 +164,25 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models,
     return absl::InvalidArgumentError(absl::StrCat("init_weight: ", options.init_weight, " must be >= 0"));
   }
   CLIPSERVE_RETURN_IF_ERROR(CheckTermWeight("smoothness_weight", options.smoothness_weight));
+  return ValidateCutoutOptions(options.cutouts);
+}
+
+absl::StatusOr<std::unique_ptr<Job>> Job::Create(const GenerationModels& models, JobOptions options) {
+  const int64_t f = models.vqgan->downsample_factor();
+  for (const auto& [name, value] : {std::pair<const char*, int>{"width", options.width}, {"height", options.height}}) {
+    if (value < f || value % f != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", value, " is not a positive multiple of the VQGAN's factor ", f));
+    }
+  }
+  options.cutouts.cut_size = models.clip->image_size();
+  CLIPSERVE_RETURN_IF_ERROR(ValidateJobSettings(options));
   CLIPSERVE_RETURN_IF_ERROR(
       CheckTermWeight("layout_prior_weight", options.layout_prior_weight,
                       {models.priors.layout != nullptr, "a layout prior", LayoutPrior::kFileName}));
   CLIPSERVE_RETURN_IF_ERROR(
       CheckTermWeight("denoiser_weight", options.denoiser_weight,
                       {models.priors.denoiser != nullptr, "a latent denoiser", LatentDenoiser::kFileName}));
-  options.cutouts.cut_size = models.clip->image_size();
-  CLIPSERVE_RETURN_IF_ERROR(ValidateCutoutOptions(options.cutouts));
   bool positive = false;
   for (const WeightedPrompt& p : options.prompts) positive |= p.weight > 0;
   for (const ImagePrompt& p : options.image_prompts) positive |= p.weight > 0;

@@ -109,6 +109,11 @@ struct JobOptions {
   float denoiser_weight = 0;
 };
 
+// The checks of Job::Create that need no models: steps >= 1, learning_rate in (0, 10], init_weight >= 0,
+// smoothness_weight in [0, 1000] and the cutouts (ValidateCutoutOptions, with cutouts.cut_size as given).
+// INVALID_ARGUMENT naming the field.
+absl::Status ValidateJobSettings(const JobOptions& options);
+
 // What one step did for one job.
 struct StepStats {
   int step = 0;           // 1-based: the step just done

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "server/common/file_util.h"
 #include "server/common/status_macros.h"
+#include "server/service/generation_defaults.h"
 #include "server/service/security.h"
 
 namespace clipserve::service {
@@ -195,7 +196,7 @@ absl::Status FinalizeGeneration(const fs::path& base_dir, const ServerConfig& co
     return Bad("generation.step_lane.max_queue_size",
                absl::StrCat(lane->max_queue_size(), " is smaller than max_active_jobs (", g->max_active_jobs(), ")"));
   }
-  return absl::OkStatus();
+  return ValidateJobDefaults(*g);
 }
 
 // Resolves the file paths and reads everything once (LoadServerSecurity), so that a missing certificate or a bad

@@ -261,6 +261,7 @@ absl::StatusOr<std::shared_ptr<generation::GenerationObserver>> MakeGenerationMe
 absl::StatusOr<generation::GenerationRequest> ToGenerationRequest(const v1::GenerateRequest& r,
                                                                   const GenerationService::Settings& s) {
   generation::GenerationRequest out;
+  out.job = s.job_defaults;  // the request's fields below override
   generation::JobOptions& j = out.job;
   if (!ValidUtf8(r.prompt())) return absl::InvalidArgumentError("prompt: not valid UTF-8");
   if (r.has_prompt() && !r.prompt().empty()) {
@@ -296,7 +297,7 @@ absl::StatusOr<generation::GenerationRequest> ToGenerationRequest(const v1::Gene
   }
   j.width = r.width() > 0 ? static_cast<int>(std::min<uint32_t>(r.width(), 1 << 20)) : s.default_side;
   j.height = r.height() > 0 ? static_cast<int>(std::min<uint32_t>(r.height(), 1 << 20)) : s.default_side;
-  j.steps = r.has_steps() ? static_cast<int>(std::min<uint32_t>(r.steps(), 1 << 30)) : 100;
+  if (r.has_steps()) j.steps = static_cast<int>(std::min<uint32_t>(r.steps(), 1 << 30));
   j.seed = r.seed();
   if (j.seed == 0) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};

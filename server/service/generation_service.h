@@ -38,6 +38,10 @@ class GenerationService final : public ::clipserve::v1::Generation::CallbackServ
     int max_text_bytes = 16384;
     int64_t max_image_bytes = 16 << 20;
     int64_t max_image_pixels = 40'000'000;
+    // What a request leaves unset (steps, learning rate, cutn, cut_pow) and what it cannot set (the cutouts'
+    // augmentations, the smoothness weight): JobDefaultsFromConfig. A request's prompts, size and seed always
+    // replace these defaults' own.
+    generation::JobOptions job_defaults;
   };
   // `cpu_pool` (not owned, must outlive the service) runs request preparation (image decoding, job creation).
   // `auth` (not owned, outlives the service; null: no token needed) checks every call's bearer token.

@@ -26,6 +26,7 @@
 #include "server/models/vqgan/vqgan.h"
 #include "server/service/clip_service.h"
 #include "server/service/gateway.h"
+#include "server/service/generation_defaults.h"
 #include "server/service/generation_service.h"
 #include "server/service/security.h"
 #include "server/service/service_metrics.h"
@@ -309,7 +310,8 @@ class Server::Impl {
                                     {.default_side = static_cast<int>(g.default_side()),
                                      .max_text_bytes = static_cast<int>(config_.limits().max_text_bytes()),
                                      .max_image_bytes = static_cast<int64_t>(config_.limits().max_image_bytes()),
-                                     .max_image_pixels = static_cast<int64_t>(config_.limits().max_image_pixels())});
+                                     .max_image_pixels = static_cast<int64_t>(config_.limits().max_image_pixels()),
+                                     .job_defaults = JobDefaultsFromConfig(g)});
     const std::string more =
         g.more_clip_models().empty()
             ? ""

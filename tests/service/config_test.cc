@@ -114,6 +114,22 @@ TEST_F(ConfigTest, InvalidValuesNameTheField) {
       {R"(models { name: "a" path: "m1" } models { name: "b" path: "m2" device: "cuda:0" }
           generation { vqgan_path: "vq" clip_model: "a" more_clip_models: "b" })",
        "'b' is on cuda:0 and clip_model 'a' on cpu"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { steps: 0 } })",
+       "generation.job_defaults.steps: 0; use 1 to max_steps (1000)"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" max_steps: 50 job_defaults { steps: 100 } })",
+       "generation.job_defaults.steps: 100; use 1 to max_steps (50)"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { cutn: 65 } })",
+       "generation.job_defaults.cutn: 65; use 1 to max_cutn (64)"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { learning_rate: 0 } })",
+       "generation.job_defaults.learning_rate: 0 must be in (0, 10]"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { smoothness_weight: -1 } })",
+       "generation.job_defaults.smoothness_weight: -1 must be in [0, 1000]"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { noise_max: 1.5 } })",
+       "generation.job_defaults.noise_max is 1.5; allowed range is [0, 1]"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { noise_min: 0.3 } })",
+       "generation.job_defaults.noise_min is 0.3; allowed range is [0, noise_max = 0.1]"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { rotation_degrees: 200 } })",
+       "generation.job_defaults.rotation_degrees is 200"},
   };
   for (const auto& [text, message] : cases) {
     EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << text;
@@ -132,6 +148,7 @@ TEST_F(ConfigTest, GenerationDefaultsFollowTheModelsAndTheVqgan) {
   EXPECT_EQ(g.default_side(), 64u);  // no resolution in the VQGAN's ddconfig
   EXPECT_EQ(g.step_lane().max_batch_size(), 4u);
   EXPECT_EQ(g.keep_finished_s(), 600u);
+  EXPECT_FALSE(g.has_job_defaults());  // the reference's settings (JobDefaultsFromConfig)
   // Without a vqgan_path there is no generation, and nothing else is checked.
   auto none = Parse(R"(models { name: "a" path: "m1" } generation { clip_model: "zzz" })");
   ASSERT_THAT(none, IsOk());

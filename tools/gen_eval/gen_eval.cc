@@ -12,6 +12,7 @@
 #include "server/generation/prompts.h"
 #include "server/models/clip/clip_bundle.h"
 #include "server/models/vqgan/vqgan.h"
+#include "server/service/generation_defaults.h"
 #include "tools/eval/shapes_eval.h"
 #include "tools/judge/judge.h"
 
@@ -71,6 +72,29 @@ absl::StatusOr<at::Tensor> PromptPicture(const Prompt& p, int size) {
 
 }  // namespace
 
+absl::Status ApplyServerConfig(const ::clipserve::v1::config::ServerConfig& config, GenEvalOptions* options) {
+  const ::clipserve::v1::config::GenerationConfig& g = config.generation();
+  if (g.vqgan_path().empty()) return absl::InvalidArgumentError("the server config has no generation.vqgan_path");
+  const auto dir = [&config](const std::string& name) -> absl::StatusOr<std::filesystem::path> {
+    for (const auto& m : config.models()) {
+      if (m.name() == name) return std::filesystem::path(m.path());
+    }
+    return absl::InvalidArgumentError(absl::StrCat("the server config serves no model '", name, "'"));
+  };
+  CLIPSERVE_ASSIGN_OR_RETURN(options->clip_dir, dir(g.clip_model()));
+  options->vqgan_dir = g.vqgan_path();
+  options->more_clips.clear();
+  for (const std::string& name : g.more_clip_models()) {
+    CLIPSERVE_ASSIGN_OR_RETURN(options->more_clips.emplace_back(), dir(name));
+  }
+  const generation::JobOptions j = service::JobDefaultsFromConfig(g);
+  options->steps = j.steps;
+  options->learning_rate = j.learning_rate;
+  options->cutouts = j.cutouts;
+  options->smoothness_weight = j.smoothness_weight;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
   if (o.seeds < 1 || o.first_seed < 1) {
     return absl::InvalidArgumentError(
@@ -80,7 +104,9 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("contrast_shapes must be in [0, 100], got ", o.contrast_shapes));
   }
   CLIPSERVE_ASSIGN_OR_RETURN(generation::GenerationModels models,
-                             generation::GenerationModels::Load(o.models / "clip", o.models / "vqgan", at::kCPU,
+                             generation::GenerationModels::Load(o.clip_dir.empty() ? o.models / "clip" : o.clip_dir,
+                                                                o.vqgan_dir.empty() ? o.models / "vqgan" : o.vqgan_dir,
+                                                                at::kCPU,
                                                                 o.more_clips));
   struct Pending {
     Run run;

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
+#include "clipserve/v1/config.pb.h"
 #include "server/generation/generator.h"
 #include "tools/shapes/world.h"
 
@@ -31,6 +32,8 @@ std::vector<Prompt> DefaultPrompts();
 
 struct GenEvalOptions {
   std::filesystem::path models;  // with clip/ and vqgan/ (models/shapes-world)
+  // When set, the steering CLIP and the VQGAN directories instead of models/clip and models/vqgan.
+  std::filesystem::path clip_dir, vqgan_dir;
   // CLIP directories that steer beside models/clip (GenerationModels::more_clips); the judge's CLIP readings
   // and the similarity are still models/clip's.
   std::vector<std::filesystem::path> more_clips;
@@ -68,6 +71,11 @@ struct GenEvalOptions {
   // Optional: each final image as <prompt index>_<seed>.png, and sheet.png (rows: prompts, columns: seeds).
   std::filesystem::path out_dir;
 };
+
+// The server's generation settings from a loaded server config (service::LoadServerConfig): the steering CLIP
+// (generation.clip_model's directory), generation.more_clip_models, the VQGAN, and generation.job_defaults'
+// steps, learning rate, cutouts and smoothness weight. INVALID_ARGUMENT when the config has no generation.
+absl::Status ApplyServerConfig(const ::clipserve::v1::config::ServerConfig& config, GenEvalOptions* options);
 
 struct Run {
   std::string prompt;

@@ -3,31 +3,40 @@
 //
 //   build/bin/gen-eval --models=models/shapes-world [--seeds=8] [--steps=150] [--init=random|grey|white|black|scene]
 //                      [--out=DIR] [--json]
+//   build/bin/gen-eval --config=configs/default.textproto ...   (the server's models and job settings)
+//
+// With --config, the models, steps, learning rate, cutouts and smoothness weight are the server config's
+// (generation.clip_model, more_clip_models, vqgan_path, job_defaults), and only the flags given override them.
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "server/models/cpu_threads.h"
+#include "server/service/config.h"
 #include "tools/gen_eval/cutout_flags.h"
 #include "tools/gen_eval/gen_eval.h"
 
 ABSL_FLAG(std::string, models, "models/shapes-world", "directory with clip/ and vqgan/");
+ABSL_FLAG(std::string, config, "",
+          "a server config: its generation models and job settings (the flags given still override the settings)");
 ABSL_FLAG(int, seeds, 8, "seeds per prompt (first_seed .. first_seed + N - 1)");
 ABSL_FLAG(int, first_seed, 1, "first seed (to split a long evaluation into parts)");
 ABSL_FLAG(int, prompts, 6, "how many of the six default prompts");
-ABSL_FLAG(int, steps, 150, "optimisation steps per run");
+ABSL_FLAG(std::optional<int>, steps, std::nullopt, "optimisation steps per run (unset: 150, or the config's)");
 ABSL_FLAG(int, size, 64, "picture side in pixels (a multiple of the VQGAN's factor)");
 // Cutouts per step; the augmentation flags are tools/gen_eval/cutout_flags.h's.
-ABSL_FLAG(int, cutn, clipserve::generation::CutoutOptions{}.cutn, "cutouts per step");
-ABSL_FLAG(double, lr, 0.1, "Adam learning rate on the latent");
+ABSL_FLAG(std::optional<int>, cutn, std::nullopt, "cutouts per step (unset: CutoutOptions' 32, or the config's)");
+ABSL_FLAG(std::optional<float>, lr, std::nullopt, "Adam learning rate on the latent (unset: 0.1, or the config's)");
 ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
-ABSL_FLAG(double, smoothness, 0, "weight of the total-variation term (JobOptions::smoothness_weight)");
+ABSL_FLAG(std::optional<float>, smoothness, std::nullopt,
+          "weight of the total-variation term (JobOptions::smoothness_weight; unset: 0, or the config's)");
 ABSL_FLAG(double, denoiser, 0,
           "weight of the VQGAN's latent denoiser term (JobOptions::denoiser_weight; needs train-latent-denoiser's "
           "file)");
@@ -45,20 +54,40 @@ ABSL_FLAG(std::vector<std::string>, more_clips, {},
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("gen-eval --models=DIR [--seeds=8] [--steps=150] [--out=DIR] [--json]");
+  absl::SetProgramUsageMessage(
+      "gen-eval --models=DIR | --config=SERVER_CONFIG [--seeds=8] [--steps=150] [--out=DIR] [--json]");
   absl::ParseCommandLine(argc, argv);
   clipserve::ConfigureCpuThreads({});
   clipserve::gen_eval::GenEvalOptions o;
+  const std::string config = absl::GetFlag(FLAGS_config);
+  if (!config.empty()) {
+    if (absl::GetFlag(FLAGS_models) != absl::GetFlagReflectionHandle(FLAGS_models).DefaultValue() ||
+        !absl::GetFlag(FLAGS_more_clips).empty()) {
+      std::fprintf(stderr, "gen-eval: --config names the models; give --config or --models/--more_clips\n");
+      return 2;
+    }
+    auto loaded = clipserve::service::LoadServerConfig(config);
+    absl::Status status = loaded.status();
+    if (status.ok()) status = clipserve::gen_eval::ApplyServerConfig(*loaded, &o);
+    if (!status.ok()) {
+      std::fprintf(stderr, "gen-eval: --config: %s\n", std::string(status.message()).c_str());
+      return 2;
+    }
+  }
+  // The flags given override the defaults (GenEvalOptions') or the config's.
+  const auto set = [](const auto& flag, auto* field) {
+    if (const auto value = absl::GetFlag(flag)) *field = *value;
+  };
   o.models = absl::GetFlag(FLAGS_models);
   o.seeds = absl::GetFlag(FLAGS_seeds);
   o.first_seed = absl::GetFlag(FLAGS_first_seed);
   o.prompts.resize(std::min<size_t>(o.prompts.size(), static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_prompts)))));
-  o.steps = absl::GetFlag(FLAGS_steps);
+  set(FLAGS_steps, &o.steps);
   o.size = absl::GetFlag(FLAGS_size);
-  o.cutouts = clipserve::tools::CutoutOptionsFromFlags();
-  o.cutouts.cutn = absl::GetFlag(FLAGS_cutn);
-  o.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  o.smoothness_weight = static_cast<float>(absl::GetFlag(FLAGS_smoothness));
+  o.cutouts = clipserve::tools::CutoutOptionsFromFlags(o.cutouts);
+  set(FLAGS_cutn, &o.cutouts.cutn);
+  set(FLAGS_lr, &o.learning_rate);
+  set(FLAGS_smoothness, &o.smoothness_weight);
   o.layout_prior_weight = static_cast<float>(absl::GetFlag(FLAGS_layout_prior));
   o.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_denoiser));
   o.contrast_shapes = static_cast<float>(absl::GetFlag(FLAGS_contrast_shapes));
