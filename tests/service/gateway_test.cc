@@ -133,9 +133,10 @@ TEST_F(GatewayTest, UnaryRoutesAnswerInTheJsonMapping) {
   ASSERT_THAT(r, IsOk());
   ASSERT_EQ(r->status, 200) << r->body;
   json models = Json(*r);
-  ASSERT_EQ(models["models"].size(), 1u);
+  ASSERT_EQ(models["models"].size(), 2u);  // the shipped CLIP and the smoothed one that steers generation
   EXPECT_EQ(models["models"][0]["name"], "shapes-world");
   EXPECT_EQ(models["models"][0]["embedding_dim"], 128);
+  EXPECT_EQ(models["models"][1]["name"], "shapes-world-smoothed");
 
   r = Call("POST", "/v1/embed/text", R"({"texts": ["a red circle", "a blue star"]})");
   ASSERT_THAT(r, IsOk());
