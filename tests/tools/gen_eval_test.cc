@@ -59,6 +59,18 @@ TEST(GenEvalTest, ApplyServerConfigTakesTheServersModelsAndSettings) {
   EXPECT_EQ(o.cutouts.noise_max, served.cutouts.noise_max);
   EXPECT_EQ(o.cutouts.perspective_distortion, served.cutouts.perspective_distortion);
   EXPECT_EQ(o.cutouts.erase_area_max, served.cutouts.erase_area_max);
+  // The settings whose quality docs/generation.md ("Quality") reports: a change to the config needs a new
+  // measurement there.
+  EXPECT_EQ(o.steps, 150);
+  EXPECT_FLOAT_EQ(o.learning_rate, 0.1f);
+  EXPECT_FLOAT_EQ(o.smoothness_weight, 5);
+  EXPECT_EQ(o.cutouts.cutn, 32);
+  EXPECT_FLOAT_EQ(o.cutouts.perspective_distortion, 0);
+  EXPECT_FLOAT_EQ(o.cutouts.erase_area_max, 0.001f);
+  EXPECT_FLOAT_EQ(o.cutouts.noise_min, 0.25f);
+  EXPECT_FLOAT_EQ(o.cutouts.noise_max, 0.5f);
+  EXPECT_FLOAT_EQ(o.cutouts.augment_probability, 0.7f);
+  EXPECT_FLOAT_EQ(o.cutouts.rotation_degrees, 15);
 
   service::ServerConfig none = *config;
   none.clear_generation();
