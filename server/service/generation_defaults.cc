@@ -13,9 +13,19 @@ generation::JobOptions JobDefaultsFromConfig(const ::clipserve::v1::config::Gene
   const ::clipserve::v1::config::GenerationJobDefaults& d = g.job_defaults();
   generation::JobOptions j;
   generation::CutoutOptions& c = j.cutouts;
-  if (d.has_steps()) j.steps = static_cast<int>(std::min<uint32_t>(d.steps(), 1 << 30));
+  // Unset steps and cutn are the reference's, or the config's limit when that is lower (a server limited to 8
+  // cutouts runs 8 when a request asks for none, rather than refusing it).
+  if (d.has_steps()) {
+    j.steps = static_cast<int>(std::min<uint32_t>(d.steps(), 1 << 30));
+  } else if (g.max_steps() > 0) {
+    j.steps = static_cast<int>(std::min<uint32_t>(j.steps, g.max_steps()));
+  }
   if (d.has_learning_rate()) j.learning_rate = d.learning_rate();
-  if (d.has_cutn()) c.cutn = static_cast<int>(std::min<uint32_t>(d.cutn(), 1 << 20));
+  if (d.has_cutn()) {
+    c.cutn = static_cast<int>(std::min<uint32_t>(d.cutn(), 1 << 20));
+  } else if (g.max_cutn() > 0) {
+    c.cutn = static_cast<int>(std::min<uint32_t>(c.cutn, g.max_cutn()));
+  }
   if (d.has_cut_pow()) c.cut_pow = d.cut_pow();
   if (d.has_smoothness_weight()) j.smoothness_weight = d.smoothness_weight();
   if (d.has_augment_probability()) c.augment_probability = d.augment_probability();

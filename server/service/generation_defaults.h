@@ -10,7 +10,8 @@
 namespace clipserve::service {
 
 // generation::JobOptions{} with the set fields of `g.job_defaults()` applied (erase_area_min is lowered to
-// erase_area_max when that is smaller). Prompts, size and seed are left as they are.
+// erase_area_max when that is smaller). Unset steps and cutn are lowered to max_steps and max_cutn when those
+// are set and smaller. Prompts, size and seed are left as they are.
 generation::JobOptions JobDefaultsFromConfig(const ::clipserve::v1::config::GenerationConfig& g);
 
 // INVALID_ARGUMENT naming the field (generation.job_defaults.<field>) when the defaults are not a valid job's:

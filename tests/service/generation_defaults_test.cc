@@ -38,6 +38,22 @@ TEST(JobDefaultsFromConfigTest, UnsetFieldsKeepTheReferenceSettings) {
   EXPECT_EQ(c.blur_sigma_max, r.blur_sigma_max);
 }
 
+// A server limited below the reference's 100 steps or 32 cutouts runs at its limit when a request asks for
+// nothing (it used to refuse such a config at start-up: generation_test's server has max_cutn 8).
+TEST(JobDefaultsFromConfigTest, UnsetStepsAndCutnStayWithinTheLimits) {
+  const GenerationConfig g = Generation("max_steps: 50 max_cutn: 8");
+  const generation::JobOptions j = JobDefaultsFromConfig(g);
+  EXPECT_EQ(j.steps, 50);
+  EXPECT_EQ(j.cutouts.cutn, 8);
+  EXPECT_THAT(ValidateJobDefaults(g), IsOk());
+  const generation::JobOptions roomy = JobDefaultsFromConfig(Generation("max_steps: 1000 max_cutn: 64"));
+  EXPECT_EQ(roomy.steps, 100);
+  EXPECT_EQ(roomy.cutouts.cutn, 32);
+  // Set explicitly above the limit: an error naming the field.
+  EXPECT_EQ(ValidateJobDefaults(Generation("max_cutn: 8 job_defaults { cutn: 16 }")).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(JobDefaultsFromConfigTest, SetFieldsAreApplied) {
   const generation::JobOptions j = JobDefaultsFromConfig(Generation(R"(job_defaults {
       steps: 150 learning_rate: 0.2 cutn: 16 cut_pow: 2 smoothness_weight: 5 augment_probability: 0.5
