@@ -13,3 +13,11 @@ for dir in tests/interop client/node tests/web; do
   fi
 done
 ctest --test-dir "${BUILD_DIR:-build}" --output-on-failure -j "$(nproc)"
+# A failure in a suite's SetUpTestSuite makes gtest skip the suite's tests, and ctest counts a skipped test as no
+# failure: look for such failures in the tests' output.
+log="${BUILD_DIR:-build}/Testing/Temporary/LastTest.log"
+if grep -q "SetUpTestSuite or TearDownTestSuite" "$log"; then
+  echo "test.sh: a test suite's set-up or tear-down failed (its tests were reported as skipped):" >&2
+  grep "SetUpTestSuite or TearDownTestSuite" "$log" | sort -u >&2
+  exit 1
+fi

@@ -47,7 +47,7 @@ class DefaultConfigTest : public ::testing::Test {
     server_ = nullptr;
   }
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(server_, nullptr) << ::clipserve::testing::TestServerError();
     stub_ = v1::Clip::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
                                                   grpc::InsecureChannelCredentials()));
     auto sampler = shapes::SceneSampler::Create({.split = shapes::Split::kEval, .seed = 1'000'901});

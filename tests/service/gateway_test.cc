@@ -67,7 +67,7 @@ class GatewayTest : public ::testing::Test {
     delete server_;
     server_ = nullptr;
   }
-  void SetUp() override { ASSERT_NE(server_, nullptr); }
+  void SetUp() override { ASSERT_NE(server_, nullptr) << ::clipserve::testing::TestServerError(); }
 
   // `method path` with a body and extra header lines ("Name: value\r\n").
   static absl::StatusOr<HttpResult> Call(absl::string_view method, absl::string_view path, absl::string_view body,

@@ -47,7 +47,7 @@ class GenerationServiceTest : public ::testing::Test {
   }
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(server_, nullptr) << ::clipserve::testing::TestServerError();
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials());
     stub_ = v1::Generation::NewStub(channel_);
   }

@@ -43,7 +43,7 @@ class ServerTest : public ::testing::Test {
   }
   void SetUp() override {
     CLIPSERVE_REQUIRE_FIXTURES();
-    ASSERT_NE(server_, nullptr);
+    ASSERT_NE(server_, nullptr) << ::clipserve::testing::TestServerError();
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()), grpc::InsecureChannelCredentials());
     stub_ = v1::Clip::NewStub(channel_);
   }
