@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <string>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
