@@ -130,10 +130,11 @@ at::Tensor Crops(const at::Tensor& x, const CutoutOptions& o, const at::TensorAc
   return at::cat(cutouts, 0);
 }
 
-// kornia RandomAffine(degrees, translate, shear (x only), scale 1, padding border) in normalised coordinates
+// kornia RandomAffine(degrees, translate, shear (x only), scale, padding border) in normalised coordinates
 // (align_corners false; for a square image the centre is the origin and both axes have the same scale).
+// `scales` holds each row's scale (empty: 1).
 at::Tensor Affine(const at::Tensor& batch, const std::vector<int64_t>& rows, const CutoutOptions& o,
-                  const at::TensorAccessor<double, 2>& u) {
+                  const at::TensorAccessor<double, 2>& u, const std::vector<double>& scales) {
   const int64_t n = static_cast<int64_t>(rows.size()), s = batch.size(2);
   at::Tensor theta = at::empty({n, 2, 3}, at::kDouble);
   auto t = theta.accessor<double, 3>();
@@ -145,9 +146,10 @@ at::Tensor Affine(const at::Tensor& batch, const std::vector<int64_t>& rows, con
     const double tx = 2 * o.translate * Symmetric(r[kTranslateX]);
     const double ty = 2 * o.translate * Symmetric(r[kTranslateY]);
     const double c = std::cos(angle), sn = std::sin(angle);
-    // Forward map p ↦ A·p + t with A = rotation · x-shear (det 1); the grid needs the inverse.
+    // Forward map p ↦ m·A·p + t with A = rotation · x-shear (det 1) and m the scale; the grid needs the inverse.
     const double a00 = c, a01 = c * shear - sn, a10 = sn, a11 = sn * shear + c;
-    const double i00 = a11, i01 = -a01, i10 = -a10, i11 = a00;
+    const double m = scales.empty() ? 1.0 : scales[static_cast<size_t>(rows[k])];
+    const double i00 = a11 / m, i01 = -a01 / m, i10 = -a10 / m, i11 = a00 / m;
     t[k][0][0] = i00;
     t[k][0][1] = i01;
     t[k][0][2] = -(i00 * tx + i01 * ty);
@@ -324,6 +326,7 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options) {
            {"rotation_degrees", o.rotation_degrees, 0, 180},
            {"translate", o.translate, 0, 1},
            {"shear_degrees", o.shear_degrees, 0, 45},
+           {"affine_scale_min", o.affine_scale_min, 0.1, 1},
            {"perspective_distortion", o.perspective_distortion, 0, 1},
            {"erase_area_max", o.erase_area_max, 0, 1},
            {"erase_aspect_max", o.erase_aspect_max, 0, 100},
@@ -366,6 +369,23 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
   const at::Tensor uniforms = at::rand({total, kColumns}, generator, on_generator.dtype(at::kDouble)).cpu();
   const auto u = uniforms.accessor<double, 2>();
 
+  // The rest of the randomness, in the documented order, before anything is applied.
+  at::Tensor noise;
+  if (o.noise_max > 0) {
+    noise = at::randn({total, 3, o.cut_size, o.cut_size}, generator, on_generator.dtype(at::kFloat));
+  }
+  const bool blur = o.augment && o.blur_sigma_max > 0;
+  const at::Tensor blur_uniforms =
+      blur ? at::rand({total, 2}, generator, on_generator.dtype(at::kDouble)).cpu() : at::zeros({1, 2}, at::kDouble);
+  const auto bu = blur_uniforms.accessor<double, 2>();
+  std::vector<double> scales;  // empty: 1
+  if (o.augment && o.affine_scale_min < 1) {
+    const at::Tensor su = at::rand({total}, generator, on_generator.dtype(at::kDouble)).cpu();
+    for (int64_t row = 0; row < total; ++row) {
+      scales.push_back(o.affine_scale_min + (1 - o.affine_scale_min) * su.data_ptr<double>()[row]);
+    }
+  }
+
   at::Tensor batch = Crops(x, o, u);
   if (o.augment) {
     auto selected = [&](Column column) {
@@ -375,8 +395,9 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
       }
       return rows;
     };
-    batch = ApplyToRows(batch, selected(kAffineApply),
-                        [&](const at::Tensor& t, const std::vector<int64_t>& rows) { return Affine(t, rows, o, u); });
+    batch = ApplyToRows(batch, selected(kAffineApply), [&](const at::Tensor& t, const std::vector<int64_t>& rows) {
+      return Affine(t, rows, o, u, scales);
+    });
     batch = ApplyToRows(batch, selected(kPerspectiveApply), [&](const at::Tensor& t, const std::vector<int64_t>& rows) {
       return Perspective(t, rows, o, u);
     });
@@ -385,14 +406,8 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
     const std::vector<int64_t> erased = selected(kEraseApply);
     if (!erased.empty()) batch = Erase(batch, erased, o, u);
   }
-  // Drawn in the documented order (noise, then the blur's uniforms), applied blur first: the noise stays sharp.
-  at::Tensor noise;
-  if (o.noise_max > 0) {
-    noise = at::randn({total, 3, o.cut_size, o.cut_size}, generator, on_generator.dtype(at::kFloat));
-  }
-  if (o.augment && o.blur_sigma_max > 0) {
-    const at::Tensor blur_uniforms = at::rand({total, 2}, generator, on_generator.dtype(at::kDouble)).cpu();
-    const auto bu = blur_uniforms.accessor<double, 2>();
+  // The blur before the noise: the noise stays sharp.
+  if (blur) {
     std::vector<int64_t> rows;
     for (int64_t row = 0; row < total; ++row) {
       if (bu[row][0] < o.augment_probability) rows.push_back(row);

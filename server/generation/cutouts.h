@@ -45,6 +45,10 @@ struct CutoutOptions {
   float rotation_degrees = 15.0f;
   float translate = 0.1f;
   float shear_degrees = 5.0f;
+  // RandomAffine's scale ~ U(affine_scale_min, 1) (1, the default and the reference's: no scaling). Below 1 the
+  // picture shrinks inside the cutout and the border padding carries its edge pixels outwards, so that an object
+  // touching the picture's frame shows as a band running off the cutout.
+  float affine_scale_min = 1.0f;
   // RandomPerspective: each corner moves inwards by U(0, distortion · side/2) in x and y.
   float perspective_distortion = 0.7f;
   // What the perspective shows outside the picture: false, black (zero padding, the reference's); true, the
@@ -67,7 +71,8 @@ struct CutoutOptions {
 // INVALID_ARGUMENT naming the field and its allowed range: cutn in [1, 4096], cut_size in [1, 4096], cut_pow
 // in [0, 100], augment_probability in [0, 1], noise_max in [0, 1], noise_min in [0, noise_max],
 // brightness/contrast/saturation in [0, 1], hue in [0, 0.5], rotation_degrees in [0, 180], translate in [0, 1],
-// shear_degrees in [0, 45], perspective_distortion in [0, 1], 0 < erase_area_min <= erase_area_max <= 1,
+// shear_degrees in [0, 45], affine_scale_min in [0.1, 1], perspective_distortion in [0, 1],
+// 0 < erase_area_min <= erase_area_max <= 1,
 // 0 < erase_aspect_min <= erase_aspect_max <= 100, erase_value in [0, 1], blur_sigma_max in [0, 64]. NaN is
 // never allowed.
 absl::Status ValidateCutoutOptions(const CutoutOptions& options);
@@ -80,8 +85,9 @@ absl::Status ValidateCutoutOptions(const CutoutOptions& options);
 // Randomness: drawn on `generator`'s device — first one [B·cutn, 28] uniform draw (float64) for every crop and
 // augmentation parameter, also those of augmentations that end up skipped, then, when noise_max > 0, the
 // [B·cutn, 3, S, S] float32 noise, then, when blur_sigma_max > 0 and `augment`, a [B·cutn, 2] uniform draw for
-// the blur. So the generator advances by the same amount whatever the probabilities (and whatever noise_min),
-// and without the blur by the same amount as before it existed. A CPU generator works with a CUDA image (the
+// the blur, then, when affine_scale_min < 1 and `augment`, a [B·cutn] uniform draw for the affine scale. So the
+// generator advances by the same amount whatever the probabilities (and whatever noise_min), and without the
+// blur and the scale by the same amount as before they existed. A CPU generator works with a CUDA image (the
 // noise is then drawn on the CPU and copied over); a CUDA generator costs one device synchronisation per call
 // (the parameters are needed on the host).
 // Assumes validated options; throws c10::Error on torch failures (callers convert).

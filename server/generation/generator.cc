@@ -164,6 +164,14 @@ absl::Status ValidateJobSettings(const JobOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("init_weight: ", options.init_weight, " must be >= 0"));
   }
   CLIPSERVE_RETURN_IF_ERROR(CheckTermWeight("smoothness_weight", options.smoothness_weight));
+  if (options.smoothness_final_weight.has_value()) {
+    CLIPSERVE_RETURN_IF_ERROR(CheckTermWeight("smoothness_final_weight", *options.smoothness_final_weight));
+  }
+  if (options.noise_final_scale.has_value() &&
+      !(*options.noise_final_scale >= 0 && *options.noise_final_scale <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("noise_final_scale: ", *options.noise_final_scale, " must be in [0, 1]"));
+  }
   return ValidateCutoutOptions(options.cutouts);
 }
 
@@ -279,6 +287,22 @@ absl::StatusOr<at::Tensor> Job::Render(const GenerationModels& models) const {
   return image;
 }
 
+float Job::Ramp(float first, const std::optional<float>& last) const {
+  if (!last.has_value() || options_.steps < 2) return first;
+  const float t = static_cast<float>(steps_done_) / static_cast<float>(options_.steps - 1);
+  return first + (*last - first) * t;
+}
+
+float Job::SmoothnessWeight() const { return Ramp(options_.smoothness_weight, options_.smoothness_final_weight); }
+
+CutoutOptions Job::StepCutouts() const {
+  CutoutOptions c = options_.cutouts;
+  const float scale = Ramp(1, options_.noise_final_scale);
+  c.noise_min *= scale;
+  c.noise_max *= scale;
+  return c;
+}
+
 absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl::Span<Job* const> jobs) {
   std::set<const Job*> seen;
   for (const Job* job : jobs) {
@@ -305,7 +329,7 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
       std::vector<int64_t> counts;
       for (size_t k = 0; k < members.size(); ++k) {
         Job& job = *jobs[members[k]];
-        cuts.push_back(MakeCutouts(x.narrow(0, static_cast<int64_t>(k), 1), job.options_.cutouts, job.generator_));
+        cuts.push_back(MakeCutouts(x.narrow(0, static_cast<int64_t>(k), 1), job.StepCutouts(), job.generator_));
         counts.push_back(cuts.back().size(0));
       }
       const at::Tensor all_cuts = at::cat(cuts, 0);
@@ -349,12 +373,13 @@ absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl
         if (job.options_.init_weight > 0) {
           loss = loss + (job.z_ - job.z_init_).pow(2).mean() * (job.options_.init_weight / 2.0);
         }
-        if (job.options_.smoothness_weight > 0) {
+        const float smoothness = job.SmoothnessWeight();
+        if (smoothness > 0) {
           const at::Tensor xk = x.narrow(0, static_cast<int64_t>(k), 1);
           const int64_t h = xk.size(2), w = xk.size(3);
           const at::Tensor tv = (xk.narrow(2, 1, h - 1) - xk.narrow(2, 0, h - 1)).abs().mean() +
                                 (xk.narrow(3, 1, w - 1) - xk.narrow(3, 0, w - 1)).abs().mean();
-          loss = loss + tv * job.options_.smoothness_weight;
+          loss = loss + tv * smoothness;
         }
         if (job.options_.layout_prior_weight > 0) {
           loss = loss + layout_energy[static_cast<int64_t>(k)] * job.options_.layout_prior_weight;

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -100,6 +101,14 @@ struct JobOptions {
   // horizontally adjacent pixels, summed), which favours flat regions with sharp edges (pixray calls such a
   // term smoothness); 0 disables (the reference has none).
   float smoothness_weight = 0;
+  // When set, the smoothness term's weight at the last step: the weight moves linearly from smoothness_weight at
+  // the first step to this at the last, so that a run can start flat and let outlines grow later (L1 total
+  // variation charges perimeter, which favours compact shapes). Unset: smoothness_weight throughout.
+  std::optional<float> smoothness_final_weight;
+  // When set, the cutouts' noise scales (CutoutOptions::noise_min and noise_max) at the last step, as a factor
+  // of the configured ones: the factor moves linearly from 1 at the first step to this at the last, so that
+  // the smoothed CLIP's view sharpens as the picture forms (coarse to fine). Unset: 1 throughout.
+  std::optional<float> noise_final_scale;
   // Weight of the layout prior's energy (LayoutPrior::Energy of z: how unlike the code layouts of real pictures
   // the latent is); needs GenerationModels::priors.layout; 0 disables (the reference has none).
   float layout_prior_weight = 0;
@@ -110,7 +119,8 @@ struct JobOptions {
 };
 
 // The checks of Job::Create that need no models: steps >= 1, learning_rate in (0, 10], init_weight >= 0,
-// smoothness_weight in [0, 1000] and the cutouts (ValidateCutoutOptions, with cutouts.cut_size as given).
+// smoothness_weight and smoothness_final_weight in [0, 1000], noise_final_scale in [0, 1] and the cutouts
+// (ValidateCutoutOptions, with cutouts.cut_size as given).
 // INVALID_ARGUMENT naming the field.
 absl::Status ValidateJobSettings(const JobOptions& options);
 
@@ -135,6 +145,10 @@ class Job {
   const JobOptions& options() const { return options_; }
   int steps_done() const { return steps_done_; }
   bool finished() const { return steps_done_ >= options_.steps; }
+  // The smoothness term's weight at the next step (JobOptions::smoothness_final_weight).
+  float SmoothnessWeight() const;
+  // The cutouts of the next step (JobOptions::noise_final_scale applied).
+  CutoutOptions StepCutouts() const;
   // The latent's shape [1, embed_dim, height / f, width / f]: jobs with equal shapes share a pass.
   at::IntArrayRef latent_shape() const { return z_.sizes(); }
   // The image of the current latent (quantised and decoded), [3, H, W] float in [0, 1], on the CPU.
@@ -144,6 +158,9 @@ class Job {
   friend absl::StatusOr<std::vector<StepStats>> Step(const GenerationModels& models, absl::Span<Job* const> jobs);
 
   explicit Job(JobOptions options) : options_(std::move(options)) {}
+
+  // `first` at the first step, moving linearly to `last` (when set) at the last.
+  float Ramp(float first, const std::optional<float>& last) const;
 
   // A prompt's target embeddings, normalised, one tensor per steering CLIP (GenerationModels::SteeringClips): one
   // row for a text, one per cutout for an image prompt (the loss is the mean over rows, as the reference does).

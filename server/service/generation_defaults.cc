@@ -32,6 +32,7 @@ generation::JobOptions JobDefaultsFromConfig(const ::clipserve::v1::config::Gene
   if (d.has_perspective_distortion()) c.perspective_distortion = d.perspective_distortion();
   if (d.has_perspective_border_padding()) c.perspective_border_padding = d.perspective_border_padding();
   if (d.has_rotation_degrees()) c.rotation_degrees = d.rotation_degrees();
+  if (d.has_affine_scale_min()) c.affine_scale_min = d.affine_scale_min();
   if (d.has_erase_area_max()) {
     c.erase_area_max = d.erase_area_max();
     c.erase_area_min = std::min(c.erase_area_min, c.erase_area_max);

@@ -178,15 +178,47 @@ TEST(MakeCutoutsTest, PerspectiveBorderPaddingKeepsThePicturesEdgeColour) {
   EXPECT_LT((border - 0.6).abs().max().item<float>(), 1e-4);
 }
 
-// The blur's uniforms are drawn after everything else: with the blur selected for no cutout the cutouts are
-// those of a run without it, bit for bit (and so are jobs that never asked for it).
-TEST(MakeCutoutsTest, BlurDrawsAfterTheOtherAugmentationsAndTheNoise) {
+// The blur's uniforms are drawn after everything else, and the affine scale's after those: with the augmentations
+// selected for no cutout the cutouts are those of a run without them, bit for bit (and so are jobs that never
+// asked for them).
+TEST(MakeCutoutsTest, BlurAndAffineScaleDrawAfterEverythingElse) {
   CutoutOptions o = Small();
   o.augment_probability = 0;
   const at::Tensor x = Image(11);
   const at::Tensor without = Cutouts(x, o, 23);
   o.blur_sigma_max = 3;
   EXPECT_TRUE(at::equal(Cutouts(x, o, 23), without));
+  o.affine_scale_min = 0.5f;
+  EXPECT_TRUE(at::equal(Cutouts(x, o, 23), without));
+}
+
+// Affine alone with scale ~ U(0.5, 1) and nothing else: a centred white square on black shrinks by each cutout's
+// scale, and a white left edge is carried outwards by the border padding, so the cutout's left column stays white.
+TEST(MakeCutoutsTest, AffineScaleShrinksThePictureAndCarriesItsEdgeOutwards) {
+  CutoutOptions o;
+  o.cutn = 8;
+  o.cut_size = 32;
+  o.augment_probability = 1;
+  o.noise_max = 0;
+  o.rotation_degrees = o.translate = o.shear_degrees = o.perspective_distortion = 0;
+  o.brightness = o.contrast = o.saturation = 0;
+  o.erase_area_min = o.erase_area_max = 1e-6f;
+  at::Tensor square = at::zeros({1, 3, 32, 32});
+  square.narrow(2, 8, 16).narrow(3, 8, 16).fill_(1);
+  const at::Tensor same = Cutouts(square, o, 31).mean({1, 2, 3});
+  EXPECT_TRUE(same.sub(0.25).abs().lt(0.01).all().item<bool>()) << same;
+  o.affine_scale_min = 0.5f;
+  const at::Tensor shrunk = Cutouts(square, o, 31).mean({1, 2, 3});
+  // The square's area is 0.25 · scale², each cutout with its own scale.
+  EXPECT_TRUE(shrunk.lt(0.255).all().item<bool>()) << shrunk;
+  EXPECT_TRUE(shrunk.gt(0.25 * 0.5 * 0.5 - 0.01).all().item<bool>()) << shrunk;
+  EXPECT_GT((shrunk.max() - shrunk.min()).item<float>(), 0.05f) << shrunk;
+
+  o.erase_value = 1;  // the one erased pixel is white too
+  at::Tensor edge = at::zeros({1, 3, 32, 32});
+  edge.narrow(3, 0, 4).fill_(1);
+  const at::Tensor left = Cutouts(edge, o, 37).narrow(3, 0, 1);
+  EXPECT_GT(left.min().item<float>(), 0.99f);
 }
 
 // Blur alone: a picture of one colour stays that colour (reflect padding, normalised kernels); a random picture
@@ -306,6 +338,8 @@ TEST(ValidateCutoutOptionsTest, RejectsOutOfRangeFieldsNamingThem) {
       {"hue", [](CutoutOptions& o) { o.hue = 0.6f; }},
       {"rotation_degrees", [](CutoutOptions& o) { o.rotation_degrees = -1; }},
       {"shear_degrees", [](CutoutOptions& o) { o.shear_degrees = 60; }},
+      {"affine_scale_min", [](CutoutOptions& o) { o.affine_scale_min = 0.05f; }},
+      {"affine_scale_min", [](CutoutOptions& o) { o.affine_scale_min = 1.5f; }},
       {"perspective_distortion", [](CutoutOptions& o) { o.perspective_distortion = 2; }},
       {"erase_area_min", [](CutoutOptions& o) { o.erase_area_min = 0; }},
       {"erase_area_min", [](CutoutOptions& o) { o.erase_area_min = 0.5f; }},

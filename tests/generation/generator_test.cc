@@ -95,6 +95,10 @@ TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
     EXPECT_THAT(Job::Create(models_, o),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smoothness_weight")));
     o = Options("a red circle", 1);
+    o.smoothness_final_weight = bad;
+    EXPECT_THAT(Job::Create(models_, o),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smoothness_final_weight")));
+    o = Options("a red circle", 1);
     o.layout_prior_weight = bad;
     EXPECT_THAT(Job::Create(models_, o),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout_prior_weight")));
@@ -209,6 +213,14 @@ TEST_F(GeneratorTest, ModelsTakeTheLayoutPriorFromTheVqgansDirectoryAndCheckIt) 
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout prior is for 4 codes")));
 }
 
+// The smoothness term of a [3, H, W] picture at weight 1.
+double TotalVariation(const at::Tensor& x) {
+  const int64_t h = x.size(1), w = x.size(2);
+  return ((x.narrow(1, 1, h - 1) - x.narrow(1, 0, h - 1)).abs().mean() +
+          (x.narrow(2, 1, w - 1) - x.narrow(2, 0, w - 1)).abs().mean())
+      .item<double>();
+}
+
 // The smoothness term is the picture's total variation times its weight, added to the first step's loss (the
 // picture of step 1 does not depend on the term: it is decoded before the optimiser moves).
 TEST_F(GeneratorTest, SmoothnessAddsTheTotalVariationToTheLoss) {
@@ -220,13 +232,44 @@ TEST_F(GeneratorTest, SmoothnessAddsTheTotalVariationToTheLoss) {
   ASSERT_EQ(a.size(), 1u);
   ASSERT_EQ(b.size(), 1u);
   ASSERT_TRUE(at::equal(a[0].image, b[0].image));
-  const at::Tensor x = a[0].image;
-  const int64_t h = x.size(1), w = x.size(2);
-  const double tv = ((x.narrow(1, 1, h - 1) - x.narrow(1, 0, h - 1)).abs().mean() +
-                     (x.narrow(2, 1, w - 1) - x.narrow(2, 0, w - 1)).abs().mean())
-                        .item<double>();
+  const double tv = TotalVariation(a[0].image);
   ASSERT_GT(tv, 0.01);
   EXPECT_NEAR(b[0].loss - a[0].loss, 3 * tv, 1e-4);
+}
+
+// With a final weight, the smoothness weight moves linearly from the first step's to the last step's, and the
+// term in each step's loss is the picture's total variation times that step's weight.
+TEST_F(GeneratorTest, TheSmoothnessWeightMovesLinearlyToItsFinalWeight) {
+  JobOptions o = Options("a red circle", 4);
+  o.steps = 5;
+  o.smoothness_weight = 4;
+  auto constant = MakeJob(o);
+  o.smoothness_final_weight = 0;
+  auto falling = MakeJob(o);
+  std::vector<float> weights;
+  for (int i = 0; i < o.steps; ++i) {
+    EXPECT_FLOAT_EQ(constant->SmoothnessWeight(), 4);
+    weights.push_back(falling->SmoothnessWeight());
+    ASSERT_THAT(Step(models_, {constant.get(), falling.get()}), IsOk());
+  }
+  EXPECT_THAT(weights, ::testing::ElementsAre(4, 3, 2, 1, 0));
+
+  // Step 1 scores the same picture in all three jobs (the term has not moved anything yet): the term starts at 0
+  // in a run that rises from 0, and at its first weight in one that falls.
+  o.smoothness_weight = 0;
+  o.smoothness_final_weight = 9;
+  auto rising = MakeJob(o);
+  o.smoothness_weight = 2;
+  o.smoothness_final_weight = 0;
+  auto falling_from_2 = MakeJob(o);
+  auto plain = MakeJob(Options("a red circle", 4));
+  const auto a = RunAlone(plain.get(), 1), b = RunAlone(rising.get(), 1), c = RunAlone(falling_from_2.get(), 1);
+  ASSERT_EQ(c.size(), 1u);
+  ASSERT_TRUE(at::equal(a[0].image, c[0].image));
+  const double tv = TotalVariation(a[0].image);
+  ASSERT_GT(tv, 0.01);
+  EXPECT_NEAR(b[0].loss, a[0].loss, 1e-5);
+  EXPECT_NEAR(c[0].loss - a[0].loss, 2 * tv, 1e-4);
 }
 
 TEST_F(GeneratorTest, TheSeedMakesARunRepeatable) {

@@ -130,6 +130,8 @@ TEST_F(ConfigTest, InvalidValuesNameTheField) {
        "generation.job_defaults.noise_min is 0.3; allowed range is [0, noise_max = 0.1]"},
       {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { rotation_degrees: 200 } })",
        "generation.job_defaults.rotation_degrees is 200"},
+      {R"(models { name: "a" path: "m1" } generation { vqgan_path: "vq" job_defaults { affine_scale_min: 0 } })",
+       "generation.job_defaults.affine_scale_min is 0; allowed range is [0.1, 1]"},
   };
   for (const auto& [text, message] : cases) {
     EXPECT_THAT(Parse(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message))) << text;

@@ -31,6 +31,7 @@ TEST(JobDefaultsFromConfigTest, UnsetFieldsKeepTheReferenceSettings) {
   EXPECT_EQ(c.perspective_distortion, r.perspective_distortion);
   EXPECT_EQ(c.perspective_border_padding, r.perspective_border_padding);
   EXPECT_EQ(c.rotation_degrees, r.rotation_degrees);
+  EXPECT_EQ(c.affine_scale_min, r.affine_scale_min);
   EXPECT_EQ(c.erase_area_min, r.erase_area_min);
   EXPECT_EQ(c.erase_area_max, r.erase_area_max);
   EXPECT_EQ(c.noise_min, r.noise_min);
@@ -58,7 +59,7 @@ TEST(JobDefaultsFromConfigTest, SetFieldsAreApplied) {
   const generation::JobOptions j = JobDefaultsFromConfig(Generation(R"(job_defaults {
       steps: 150 learning_rate: 0.2 cutn: 16 cut_pow: 2 smoothness_weight: 5 augment_probability: 0.5
       perspective_distortion: 0 perspective_border_padding: true rotation_degrees: 10 erase_area_max: 0.001
-      noise_min: 0.25 noise_max: 0.5 blur_sigma_max: 1.5 })"));
+      noise_min: 0.25 noise_max: 0.5 blur_sigma_max: 1.5 affine_scale_min: 0.7 })"));
   const generation::CutoutOptions& c = j.cutouts;
   EXPECT_EQ(j.steps, 150);
   EXPECT_FLOAT_EQ(j.learning_rate, 0.2f);
@@ -74,6 +75,7 @@ TEST(JobDefaultsFromConfigTest, SetFieldsAreApplied) {
   EXPECT_FLOAT_EQ(c.noise_min, 0.25f);
   EXPECT_FLOAT_EQ(c.noise_max, 0.5f);
   EXPECT_FLOAT_EQ(c.blur_sigma_max, 1.5f);
+  EXPECT_FLOAT_EQ(c.affine_scale_min, 0.7f);
 }
 
 // A request gets the server's settings for what it leaves unset, and its own for what it sets.

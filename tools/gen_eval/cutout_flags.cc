@@ -15,6 +15,8 @@ ABSL_FLAG(std::optional<bool>, cut_perspective_border, std::nullopt,
           "perspective pads with the picture's edge pixels instead of black (the reference pads with black)");
 ABSL_FLAG(std::optional<float>, cut_rotation, std::nullopt,
           "rotation range of the cutouts, degrees");
+ABSL_FLAG(std::optional<float>, cut_scale_min, std::nullopt,
+          "smallest affine scale of the cutouts (scale ~ U(cut_scale_min, 1); 1: none, as the reference)");
 ABSL_FLAG(std::optional<float>, cut_erase_max, std::nullopt,
           "largest erased area, as a fraction of a cutout (0.001: next to nothing)");
 ABSL_FLAG(std::optional<float>, cut_noise, std::nullopt,
@@ -41,6 +43,7 @@ generation::CutoutOptions CutoutOptionsFromFlags(const generation::CutoutOptions
   Override(FLAGS_cut_perspective, &o.perspective_distortion);
   Override(FLAGS_cut_perspective_border, &o.perspective_border_padding);
   Override(FLAGS_cut_rotation, &o.rotation_degrees);
+  Override(FLAGS_cut_scale_min, &o.affine_scale_min);
   Override(FLAGS_cut_erase_max, &o.erase_area_max);
   o.erase_area_min = std::min(o.erase_area_min, o.erase_area_max);
   Override(FLAGS_cut_blur, &o.blur_sigma_max);

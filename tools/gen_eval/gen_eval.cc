@@ -138,6 +138,8 @@ absl::StatusOr<GenEvalResult> Evaluate(const GenEvalOptions& o) {
       j.seed = static_cast<uint64_t>(seed);
       j.learning_rate = o.learning_rate;
       j.smoothness_weight = o.smoothness_weight;
+      j.smoothness_final_weight = o.smoothness_final_weight;
+      j.noise_final_scale = o.noise_final_scale;
       j.layout_prior_weight = o.layout_prior_weight;
       j.denoiser_weight = o.denoiser_weight;
       j.cutouts = o.cutouts;

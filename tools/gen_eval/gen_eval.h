@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ struct GenEvalOptions {
   generation::CutoutOptions cutouts;
   float learning_rate = 0.1f;
   float smoothness_weight = 0;  // JobOptions::smoothness_weight
+  std::optional<float> smoothness_final_weight;  // JobOptions::smoothness_final_weight
+  std::optional<float> noise_final_scale;        // JobOptions::noise_final_scale
   // JobOptions::layout_prior_weight; > 0 needs the layout prior in models/vqgan (fit-layout-prior).
   float layout_prior_weight = 0;
   // JobOptions::denoiser_weight; > 0 needs the latent denoiser in models/vqgan (train-latent-denoiser).

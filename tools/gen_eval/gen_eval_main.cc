@@ -37,6 +37,12 @@ ABSL_FLAG(int, batch_jobs, 8, "runs stepped together per pass");
 ABSL_FLAG(std::string, out, "", "write each run's final image here");
 ABSL_FLAG(std::optional<float>, smoothness, std::nullopt,
           "weight of the total-variation term (JobOptions::smoothness_weight; unset: 0, or the config's)");
+ABSL_FLAG(std::optional<float>, smoothness_final, std::nullopt,
+          "the total-variation term's weight at the last step, reached linearly from --smoothness "
+          "(JobOptions::smoothness_final_weight; unset: constant)");
+ABSL_FLAG(std::optional<float>, noise_final_scale, std::nullopt,
+          "the cutouts' noise scales at the last step as a factor of --cut_noise_min/--cut_noise, reached linearly "
+          "from 1 (JobOptions::noise_final_scale; unset: 1)");
 ABSL_FLAG(double, denoiser, 0,
           "weight of the VQGAN's latent denoiser term (JobOptions::denoiser_weight; needs train-latent-denoiser's "
           "file)");
@@ -88,6 +94,8 @@ int main(int argc, char** argv) {
   set(FLAGS_cutn, &o.cutouts.cutn);
   set(FLAGS_lr, &o.learning_rate);
   set(FLAGS_smoothness, &o.smoothness_weight);
+  set(FLAGS_smoothness_final, &o.smoothness_final_weight);
+  set(FLAGS_noise_final_scale, &o.noise_final_scale);
   o.layout_prior_weight = static_cast<float>(absl::GetFlag(FLAGS_layout_prior));
   o.denoiser_weight = static_cast<float>(absl::GetFlag(FLAGS_denoiser));
   o.contrast_shapes = static_cast<float>(absl::GetFlag(FLAGS_contrast_shapes));
