@@ -59,6 +59,7 @@ TEST(GenEvalTest, ApplyServerConfigTakesTheServersModelsAndSettings) {
   EXPECT_EQ(o.cutouts.noise_max, served.cutouts.noise_max);
   EXPECT_EQ(o.cutouts.perspective_distortion, served.cutouts.perspective_distortion);
   EXPECT_EQ(o.cutouts.erase_area_max, served.cutouts.erase_area_max);
+  EXPECT_EQ(o.cutouts.affine_scale_min, served.cutouts.affine_scale_min);
   // The settings whose quality docs/generation.md ("Quality") reports: a change to the config needs a new
   // measurement there.
   EXPECT_EQ(o.steps, 150);
@@ -71,6 +72,7 @@ TEST(GenEvalTest, ApplyServerConfigTakesTheServersModelsAndSettings) {
   EXPECT_FLOAT_EQ(o.cutouts.noise_max, 0.5f);
   EXPECT_FLOAT_EQ(o.cutouts.augment_probability, 0.7f);
   EXPECT_FLOAT_EQ(o.cutouts.rotation_degrees, 15);
+  EXPECT_FLOAT_EQ(o.cutouts.affine_scale_min, 0.7f);
 
   service::ServerConfig none = *config;
   none.clear_generation();
