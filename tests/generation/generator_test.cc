@@ -99,6 +99,10 @@ TEST_F(GeneratorTest, RejectsBadOptionsNamingTheField) {
     EXPECT_THAT(Job::Create(models_, o),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("smoothness_final_weight")));
     o = Options("a red circle", 1);
+    o.noise_final_scale = bad;
+    EXPECT_THAT(Job::Create(models_, o),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("noise_final_scale")));
+    o = Options("a red circle", 1);
     o.layout_prior_weight = bad;
     EXPECT_THAT(Job::Create(models_, o),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("layout_prior_weight")));
@@ -237,25 +241,38 @@ TEST_F(GeneratorTest, SmoothnessAddsTheTotalVariationToTheLoss) {
   EXPECT_NEAR(b[0].loss - a[0].loss, 3 * tv, 1e-4);
 }
 
-// With a final weight, the smoothness weight moves linearly from the first step's to the last step's, and the
-// term in each step's loss is the picture's total variation times that step's weight.
-TEST_F(GeneratorTest, TheSmoothnessWeightMovesLinearlyToItsFinalWeight) {
+// With a final value, the smoothness weight and the cutouts' noise move linearly from the first step's to the
+// last step's, and the smoothness term in each step's loss is the picture's total variation times that step's
+// weight.
+TEST_F(GeneratorTest, SchedulesMoveLinearlyToTheirFinalValues) {
   JobOptions o = Options("a red circle", 4);
   o.steps = 5;
   o.smoothness_weight = 4;
+  o.cutouts.noise_min = 0.2f;
+  o.cutouts.noise_max = 0.4f;
   auto constant = MakeJob(o);
   o.smoothness_final_weight = 0;
+  o.noise_final_scale = 0.5f;
   auto falling = MakeJob(o);
-  std::vector<float> weights;
+  std::vector<float> weights, noise_min, noise_max;
   for (int i = 0; i < o.steps; ++i) {
     EXPECT_FLOAT_EQ(constant->SmoothnessWeight(), 4);
+    EXPECT_FLOAT_EQ(constant->StepCutouts().noise_max, 0.4f);
     weights.push_back(falling->SmoothnessWeight());
+    noise_min.push_back(falling->StepCutouts().noise_min);
+    noise_max.push_back(falling->StepCutouts().noise_max);
     ASSERT_THAT(Step(models_, {constant.get(), falling.get()}), IsOk());
   }
-  EXPECT_THAT(weights, ::testing::ElementsAre(4, 3, 2, 1, 0));
+  using ::testing::ElementsAre;
+  using ::testing::FloatEq;
+  EXPECT_THAT(weights, ElementsAre(4, 3, 2, 1, 0));
+  EXPECT_THAT(noise_min, ElementsAre(FloatEq(0.2f), FloatEq(0.175f), FloatEq(0.15f), FloatEq(0.125f), FloatEq(0.1f)));
+  EXPECT_THAT(noise_max, ElementsAre(FloatEq(0.4f), FloatEq(0.35f), FloatEq(0.3f), FloatEq(0.25f), FloatEq(0.2f)));
 
   // Step 1 scores the same picture in all three jobs (the term has not moved anything yet): the term starts at 0
   // in a run that rises from 0, and at its first weight in one that falls.
+  o = Options("a red circle", 4);
+  o.steps = 5;
   o.smoothness_weight = 0;
   o.smoothness_final_weight = 9;
   auto rising = MakeJob(o);
