@@ -375,9 +375,8 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
     noise = at::randn({total, 3, o.cut_size, o.cut_size}, generator, on_generator.dtype(at::kFloat));
   }
   const bool blur = o.augment && o.blur_sigma_max > 0;
-  const at::Tensor blur_uniforms =
-      blur ? at::rand({total, 2}, generator, on_generator.dtype(at::kDouble)).cpu() : at::zeros({1, 2}, at::kDouble);
-  const auto bu = blur_uniforms.accessor<double, 2>();
+  at::Tensor blur_uniforms;  // [total, 2] when `blur`
+  if (blur) blur_uniforms = at::rand({total, 2}, generator, on_generator.dtype(at::kDouble)).cpu();
   std::vector<double> scales;  // empty: 1
   if (o.augment && o.affine_scale_min < 1) {
     const at::Tensor su = at::rand({total}, generator, on_generator.dtype(at::kDouble)).cpu();
@@ -408,6 +407,7 @@ at::Tensor MakeCutouts(const at::Tensor& image, const CutoutOptions& options, at
   }
   // The blur before the noise: the noise stays sharp.
   if (blur) {
+    const auto bu = blur_uniforms.accessor<double, 2>();
     std::vector<int64_t> rows;
     for (int64_t row = 0; row < total; ++row) {
       if (bu[row][0] < o.augment_probability) rows.push_back(row);
